@@ -1,0 +1,1 @@
+"""Conference-call service: TotalVoice conferences from Kafka commands, billed exactly."""

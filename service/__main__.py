@@ -1,0 +1,196 @@
+"""`python -m service <command>`: the one entry point of every process in the image."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from service.logging import configure_logging, get_logger
+from service.settings import LogSettings, SettingsError, load
+
+ROLES = ("dial", "poll", "relay")
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Conference calls through TotalVoice, from Kafka commands to an exact ledger.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    api = commands.add_parser("api", help="the HTTP ingress (Starlette on uvicorn)")
+    api.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
+    api.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    worker = commands.add_parser(
+        "worker", help="the command consumer, dialer, poller and outbox relay"
+    )
+    worker.add_argument(
+        "--only",
+        default=",".join(ROLES),
+        help="comma-separated roles to run: dial (consume commands, create, dial), "
+        "poll (the poll schedule), relay (the outbox); default all",
+    )
+    commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
+    commands.add_parser(
+        "simulator",
+        help="a local TotalVoice-compatible server (see `python -m service simulator --help`)",
+        add_help=False,
+    )
+    commands.add_parser("dev", help="simulator + api + worker in one process group, for make run")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["simulator"]:
+        from service.simulator.cli import main as simulator_main
+
+        return simulator_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        logs = load(LogSettings)
+        configure_logging(logs.log_level, logs.log_format)
+        if args.command == "api":
+            return _run(_serve_api(args.host, args.port))
+        if args.command == "worker":
+            roles = {r.strip() for r in args.only.split(",") if r.strip()}
+            if not roles or roles - set(ROLES):
+                print(f"--only takes some of {', '.join(ROLES)}", file=sys.stderr)
+                return 2
+            return _run(_run_worker(roles))
+        if args.command == "migrate":
+            return _migrate()
+        if args.command == "dev":
+            return _dev()
+    except SettingsError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError) as error:
+        # Postgres or Kafka unreachable at start: one line for the operator, and the
+        # orchestrator restarts us with backoff.
+        print(f"cannot start {args.command}: a dependency is unreachable: {error}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    import uvloop
+
+    return uvloop.run(coroutine)
+
+
+async def _serve_api(host: str, port: int) -> int:
+    import uvicorn
+
+    from service.bootstrap import api_deps
+    from service.entrypoints.http import create_app
+
+    async with api_deps() as deps:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(deps),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                http="httptools",
+                lifespan="off",
+                timeout_graceful_shutdown=20,
+            )
+        )
+
+        # uvicorn re-raises the signal that stopped it once it has drained; this handler is
+        # what it re-raises into, so our resources still close and the exit code is 0.
+        def drain(signum: int, frame: object) -> None:
+            deps.draining = True
+
+        signal.signal(signal.SIGTERM, drain)
+        signal.signal(signal.SIGINT, drain)
+        get_logger(__name__).info("api_started", host=host, port=port)
+        await server.serve()
+    return 0
+
+
+async def _run_worker(roles: set[str]) -> int:
+    from service.bootstrap import worker_parts
+    from service.domain.conference import ConferenceStatus
+    from service.entrypoints.relay import run_relay
+    from service.entrypoints.schedule import DIALER, POLLER, run_schedule
+
+    log = get_logger(__name__)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker_parts(roles) as parts:
+        tasks: list[Coroutine[Any, Any, None]] = []
+        if parts.consumer is not None:
+            tasks.append(parts.consumer.run(stop))
+        if "dial" in roles:
+            tasks.append(run_schedule("dialer", parts.deps, *DIALER, parts.batch, stop))
+        if "poll" in roles:
+            tasks.append(run_schedule("poller", parts.deps, *POLLER, parts.batch, stop))
+        if parts.events is not None:
+            tasks.append(run_relay(parts.store, parts.events, stop))
+        log.info(
+            "worker_started", roles=sorted(roles), statuses=[s.value for s in ConferenceStatus]
+        )
+        await asyncio.gather(*tasks)
+    log.info("worker_stopped")
+    return 0
+
+
+def _migrate() -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    command.upgrade(config, "head")
+    get_logger(__name__).info("migrated", head=True)
+    return 0
+
+
+def _dev() -> int:
+    """Start the simulator, the api and the worker as child processes; stop all when one ends."""
+    log = get_logger(__name__)
+    python = sys.executable
+    sim_port = os.environ.get("SIMULATOR_PORT", "18080")
+    children = {
+        "simulator": [python, "-m", "service", "simulator", "--port", sim_port],
+        "api": [python, "-m", "service", "api"],
+        "worker": [python, "-m", "service", "worker"],
+    }
+    processes = {name: subprocess.Popen(cmd) for name, cmd in children.items()}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping and all(p.poll() is None for p in processes.values()):
+        time.sleep(0.2)
+    for name, process in processes.items():
+        if process.poll() is None:
+            process.terminate()
+        else:
+            log.error("dev_child_exited", child=name, code=process.returncode)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

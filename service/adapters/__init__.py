@@ -1,0 +1,1 @@
+"""Implementations of the ports for Postgres, Kafka and TotalVoice."""

@@ -1,0 +1,90 @@
+"""Kafka producers and consumers, configured once for local brokers and for real clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from service.domain.commands import ConferenceCommand
+from service.ports import OutboxMessage
+from service.settings import KafkaSettings
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    return options
+
+
+def new_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    # Idempotence (which implies acks=all) keeps broker retries from writing a message twice.
+    return AIOKafkaProducer(
+        **client_options(settings),
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=int(settings.kafka_send_timeout_seconds * 1000),
+    )
+
+
+def new_consumer(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
+    # Offsets are committed by hand, after Postgres has committed what the message caused.
+    return AIOKafkaConsumer(
+        *topics,
+        **client_options(settings),
+        group_id=settings.kafka_consumer_group,
+        client_id="conference-worker",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=200,
+    )
+
+
+class KafkaCommandPublisher:
+    def __init__(self, producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+        self._producer = producer
+        self._topic = settings.kafka_commands_topic
+        self._timeout = settings.kafka_send_timeout_seconds
+
+    async def publish_command(self, command: ConferenceCommand) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._producer.send_and_wait(
+                self._topic,
+                value=orjson.dumps(command.model_dump(mode="json")),
+                key=str(command.conference_id).encode(),
+            )
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(2):
+            await self._producer.client.fetch_all_metadata()
+
+
+class KafkaMessagePublisher:
+    def __init__(self, producer: AIOKafkaProducer, timeout_seconds: float) -> None:
+        self._producer = producer
+        self._timeout = timeout_seconds
+
+    async def publish_many(self, messages: Sequence[OutboxMessage]) -> None:
+        async with asyncio.timeout(self._timeout):
+            deliveries = [
+                await self._producer.send(m.topic, value=m.value, key=m.key.encode())
+                for m in messages
+            ]
+            await asyncio.gather(*deliveries)

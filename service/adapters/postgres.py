@@ -1,0 +1,472 @@
+"""All of the service's SQL: ingress keys, conferences and their poll schedule, the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from service.domain.commands import ConferenceCommand
+from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
+from service.domain.events import PendingEvent, envelope
+from service.ports import IngressRecord, OutboxMessage
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def open_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+
+
+_CONFERENCE_COLUMNS = """
+    c.id, c.command_id, c.caller, c.idempotency_key, c.status, c.reference, c.metadata,
+    c.max_duration_seconds, c.accepted_at, c.provider_conference_id, c.poll_count, c.claim_token,
+    c.provider_ended_at, c.cancel_requested_at, c.finalized_at, c.failure_reason
+"""
+
+_PARTICIPANT_UPDATE = """
+    UPDATE participant
+       SET dial_state = $3, dial_started_at = $4, provider_call_id = $5, provider_status = $6,
+           started_at = $7, duration_seconds = $8, billed_seconds = $9, talk_seconds = $10,
+           price = $11, recording_url = $12, settled_at = $13, rejection_reason = $14
+     WHERE conference_id = $1 AND position = $2
+"""
+
+
+def _conference(row: asyncpg.Record, participants: list[Participant]) -> Conference:
+    return Conference(
+        id=row["id"],
+        command_id=row["command_id"],
+        caller=row["caller"],
+        idempotency_key=row["idempotency_key"],
+        status=ConferenceStatus(row["status"]),
+        reference=row["reference"],
+        metadata=row["metadata"],
+        max_duration_seconds=row["max_duration_seconds"],
+        accepted_at=row["accepted_at"],
+        provider_conference_id=row["provider_conference_id"],
+        poll_count=row["poll_count"],
+        claim_token=row["claim_token"],
+        provider_ended_at=row["provider_ended_at"],
+        cancel_requested_at=row["cancel_requested_at"],
+        finalized_at=row["finalized_at"],
+        failure_reason=row["failure_reason"],
+        participants=participants,
+    )
+
+
+def _participant(row: asyncpg.Record) -> Participant:
+    return Participant(
+        position=row["position"],
+        number=row["number"],
+        caller_id=row["caller_id"],
+        record=row["record"],
+        dial_state=DialState(row["dial_state"]),
+        dial_started_at=row["dial_started_at"],
+        provider_call_id=row["provider_call_id"],
+        provider_status=row["provider_status"],
+        started_at=row["started_at"],
+        duration_seconds=row["duration_seconds"],
+        billed_seconds=row["billed_seconds"],
+        talk_seconds=row["talk_seconds"],
+        price=row["price"],
+        recording_url=row["recording_url"],
+        settled_at=row["settled_at"],
+        rejection_reason=row["rejection_reason"],
+    )
+
+
+class PostgresStore:
+    """One class for every table: the service is small enough that splitting it would only
+    scatter the transactions that must stay together."""
+
+    def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
+        self._pool = pool
+        self._events_topic = events_topic
+
+    async def ping(self) -> None:
+        async with self._pool.acquire(timeout=2) as connection:
+            await connection.fetchval("SELECT 1")
+
+    # --- ingress -------------------------------------------------------------------------
+
+    async def remember(
+        self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
+    ) -> IngressRecord:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                """
+                INSERT INTO ingress_request
+                       (caller, idempotency_key, body_sha256, conference_id, command, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (caller, idempotency_key) DO NOTHING
+                RETURNING conference_id, body_sha256, command, created_at
+                """,
+                caller,
+                idempotency_key,
+                body_sha256,
+                command.conference_id,
+                command.model_dump(mode="json"),
+                command.requested_at,
+            )
+            if row is None:
+                # A concurrent insert of the same key waited for the first one to commit.
+                row = await connection.fetchrow(
+                    """
+                    SELECT conference_id, body_sha256, command, created_at FROM ingress_request
+                     WHERE caller = $1 AND idempotency_key = $2
+                    """,
+                    caller,
+                    idempotency_key,
+                )
+        assert row is not None
+        return IngressRecord(
+            conference_id=row["conference_id"],
+            body_sha256=row["body_sha256"],
+            command=row["command"],
+            created_at=row["created_at"],
+        )
+
+    # --- reads for the API ---------------------------------------------------------------
+
+    async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT * FROM conference WHERE id = $1 AND caller = $2", conference_id, caller
+            )
+            if row is None:
+                ingress = await connection.fetchrow(
+                    "SELECT * FROM ingress_request WHERE conference_id = $1 AND caller = $2",
+                    conference_id,
+                    caller,
+                )
+                return None if ingress is None else _accepted_view(ingress)
+            participants = await connection.fetch(
+                "SELECT * FROM participant WHERE conference_id = $1 ORDER BY position",
+                conference_id,
+            )
+        return _conference_view(row, participants)
+
+    # --- the worker's conferences --------------------------------------------------------
+
+    async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        payload = command.payload
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                f"""
+                INSERT INTO conference AS c (
+                    id, command_id, caller, idempotency_key, status, reference, metadata,
+                    max_duration_seconds, requested_at, next_action_at, last_sequence)
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1)
+                ON CONFLICT DO NOTHING
+                RETURNING {_CONFERENCE_COLUMNS}
+                """,  # noqa: S608 (a constant column list, no input)
+                command.conference_id,
+                command.command_id,
+                command.caller,
+                command.idempotency_key,
+                payload.reference,
+                payload.metadata,
+                payload.max_duration_seconds,
+                command.requested_at,
+            )
+            if row is None:
+                return False
+            await connection.executemany(
+                """
+                INSERT INTO participant (conference_id, position, number, caller_id, record)
+                VALUES ($1, $2, $3, $4, $5)
+                """,
+                [
+                    (
+                        command.conference_id,
+                        position,
+                        p.number,
+                        p.caller_id or payload.caller_id,
+                        p.record if p.record is not None else payload.record,
+                    )
+                    for position, p in enumerate(payload.participants)
+                ],
+            )
+            await self._insert_events(connection, _conference(row, []), [event], first_sequence=1)
+        return True
+
+    async def claim_due(
+        self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
+    ) -> list[Conference]:
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                f"""
+                WITH due AS (
+                    SELECT id FROM conference
+                     WHERE next_action_at <= now() AND status = ANY($1::text[])
+                     ORDER BY next_action_at
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED
+                )
+                UPDATE conference c
+                   SET claim_token = gen_random_uuid(), claimed_at = now(),
+                       leased_until = now() + make_interval(secs => $3),
+                       next_action_at = now() + make_interval(secs => $3)
+                  FROM due
+                 WHERE c.id = due.id
+                RETURNING {_CONFERENCE_COLUMNS}
+                """,  # noqa: S608 (a constant column list, no input)
+                [s.value for s in statuses],
+                limit,
+                lease_seconds,
+            )
+            if not rows:
+                return []
+            participant_rows = await connection.fetch(
+                "SELECT * FROM participant WHERE conference_id = ANY($1) ORDER BY position",
+                [r["id"] for r in rows],
+            )
+        by_conference: dict[UUID, list[Participant]] = {r["id"]: [] for r in rows}
+        for p in participant_rows:
+            by_conference[p["conference_id"]].append(_participant(p))
+        return [_conference(r, by_conference[r["id"]]) for r in rows]
+
+    async def save(
+        self,
+        conference: Conference,
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+        *,
+        hold: bool = False,
+    ) -> bool:
+        async with self._pool.acquire() as connection, connection.transaction():
+            known = await connection.fetch(
+                "SELECT event_id FROM outbox WHERE event_id = ANY($1)", [e.event_id for e in events]
+            )
+            seen = {r["event_id"] for r in known}
+            new_events = [e for e in events if e.event_id not in seen]
+            row = await connection.fetchrow(
+                """
+                UPDATE conference
+                   SET status = $3, provider_conference_id = $4, poll_count = $5,
+                       provider_ended_at = $6, finalized_at = $7, failure_reason = $8,
+                       dialed_at = CASE WHEN $3 = 'in_progress' THEN coalesce(dialed_at, now())
+                                        ELSE dialed_at END,
+                       -- A webhook that arrived while we held the lease means "look again now".
+                       next_action_at = CASE
+                           WHEN $11 THEN now() + make_interval(secs => $9::float8)
+                           WHEN $9::float8 IS NULL THEN NULL
+                           WHEN nudged_at > claimed_at THEN now()
+                           ELSE now() + make_interval(secs => $9::float8) END,
+                       leased_until = CASE WHEN $11 THEN now() + make_interval(secs => $9::float8)
+                                           ELSE NULL END,
+                       last_sequence = last_sequence + $10
+                 WHERE id = $1 AND claim_token = $2
+                RETURNING last_sequence
+                """,
+                conference.id,
+                conference.claim_token,
+                conference.status.value,
+                conference.provider_conference_id,
+                conference.poll_count,
+                conference.provider_ended_at,
+                conference.finalized_at,
+                conference.failure_reason,
+                next_action_in,
+                len(new_events),
+                hold,
+            )
+            if row is None:
+                return False
+            await connection.executemany(
+                _PARTICIPANT_UPDATE,
+                [
+                    (
+                        conference.id,
+                        p.position,
+                        p.dial_state.value,
+                        p.dial_started_at,
+                        p.provider_call_id,
+                        p.provider_status,
+                        p.started_at,
+                        p.duration_seconds,
+                        p.billed_seconds,
+                        p.talk_seconds,
+                        p.price,
+                        p.recording_url,
+                        p.settled_at,
+                        p.rejection_reason,
+                    )
+                    for p in conference.participants
+                ],
+            )
+            await self._insert_events(
+                connection,
+                conference,
+                new_events,
+                first_sequence=row["last_sequence"] - len(new_events) + 1,
+            )
+        return True
+
+    async def _insert_events(
+        self,
+        connection: asyncpg.Connection,
+        conference: Conference,
+        events: Sequence[PendingEvent],
+        first_sequence: int,
+    ) -> None:
+        await connection.executemany(
+            """
+            INSERT INTO outbox (event_id, conference_id, sequence, topic, key, value)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """,
+            [
+                (
+                    e.event_id,
+                    conference.id,
+                    first_sequence + i,
+                    self._events_topic,
+                    str(conference.id),
+                    envelope(conference, e, first_sequence + i),
+                )
+                for i, e in enumerate(events)
+            ],
+        )
+
+    # --- webhooks ------------------------------------------------------------------------
+
+    async def record_webhook(
+        self,
+        provider_conference_id: str | None,
+        provider_call_id: str | None,
+        payload: dict[str, Any],
+    ) -> bool:
+        """Keep the delivery and make its conference due now; True when the conference is ours."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            conference_id = await connection.fetchval(
+                """
+                UPDATE conference
+                   SET nudged_at = now(),
+                       next_action_at = CASE WHEN leased_until IS NULL OR leased_until < now()
+                                             THEN now() ELSE next_action_at END
+                 WHERE id = (
+                        SELECT coalesce(
+                            (SELECT id FROM conference WHERE provider_conference_id = $1),
+                            (SELECT conference_id FROM participant WHERE provider_call_id = $2)))
+                   AND next_action_at IS NOT NULL
+                RETURNING id
+                """,
+                provider_conference_id,
+                provider_call_id,
+            )
+            await connection.execute(
+                """
+                INSERT INTO provider_webhook
+                       (provider_conference_id, provider_call_id, conference_id, payload)
+                VALUES ($1, $2, $3, $4)
+                """,
+                provider_conference_id,
+                provider_call_id,
+                conference_id,
+                payload,
+            )
+        return conference_id is not None
+
+    # --- the outbox ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
+        """Lock a batch of unpublished events; they are marked published when the block exits
+        without an error, so a relay that dies mid-send leaves them for the next one."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                """
+                SELECT id, topic, key, value::text AS value FROM outbox
+                 WHERE published_at IS NULL
+                 ORDER BY id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+                """,
+                limit,
+            )
+            messages = [
+                OutboxMessage(id=r["id"], topic=r["topic"], key=r["key"], value=r["value"].encode())
+                for r in rows
+            ]
+            yield messages
+            if messages:
+                await connection.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+                    [m.id for m in messages],
+                )
+
+
+def _accepted_view(ingress: asyncpg.Record) -> dict[str, Any]:
+    """A conference whose command is on Kafka but not yet taken by a worker."""
+    command = ingress["command"]
+    return {
+        "id": str(ingress["conference_id"]),
+        "status": ConferenceStatus.ACCEPTED.value,
+        "idempotency_key": ingress["idempotency_key"],
+        "reference": command["payload"].get("reference"),
+        "metadata": command["payload"].get("metadata", {}),
+        "created_at": ingress["created_at"].isoformat(),
+        "provider_conference_id": None,
+        "finalized_at": None,
+        "failure_reason": None,
+        "participants": [
+            {"number": p["number"], "dial_state": DialState.PENDING.value}
+            for p in command["payload"]["participants"]
+        ],
+        "totals": {"billed_seconds": 0, "price": "0.0000", "currency": "BRL"},
+    }
+
+
+def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    prices = [p["price"] for p in participants if p["price"] is not None]
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "idempotency_key": row["idempotency_key"],
+        "reference": row["reference"],
+        "metadata": row["metadata"],
+        "created_at": iso(row["requested_at"]),
+        "provider_conference_id": row["provider_conference_id"],
+        "finalized_at": iso(row["finalized_at"]),
+        "failure_reason": row["failure_reason"],
+        "participants": [
+            {
+                "number": p["number"],
+                "dial_state": p["dial_state"],
+                "provider_call_id": p["provider_call_id"],
+                "status": p["provider_status"],
+                "started_at": iso(p["started_at"]),
+                "settled_at": iso(p["settled_at"]),
+                "duration_seconds": p["duration_seconds"],
+                "billed_seconds": p["billed_seconds"],
+                "talk_seconds": p["talk_seconds"],
+                "price": None if p["price"] is None else f"{p['price']:.4f}",
+                "currency": p["currency"],
+                "recording_url": p["recording_url"],
+            }
+            for p in participants
+        ],
+        "totals": {
+            "billed_seconds": sum(p["billed_seconds"] or 0 for p in participants),
+            "price": f"{sum(prices, Decimal(0)):.4f}",
+            "currency": "BRL",
+        },
+    }

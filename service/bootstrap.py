@@ -1,0 +1,127 @@
+"""Opens what each process needs (pool, producers, provider client) in one place and closes it
+in reverse order; the only wiring in the service."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from service.adapters.kafka import (
+    KafkaCommandPublisher,
+    KafkaMessagePublisher,
+    new_consumer,
+    new_producer,
+)
+from service.adapters.postgres import PostgresStore, open_pool
+from service.adapters.totalvoice import TotalVoiceClient
+from service.entrypoints.consumer import CommandConsumer
+from service.entrypoints.http import ApiDeps
+from service.handlers import Timing, WorkerDeps
+from service.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    ProviderSettings,
+    WorkerSettings,
+    load,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@asynccontextmanager
+async def _store(stack: AsyncExitStack, kafka: KafkaSettings) -> AsyncIterator[PostgresStore]:
+    database = load(DatabaseSettings)
+    pool = await open_pool(
+        database.database_url.get_secret_value(),
+        database.database_pool_min,
+        database.database_pool_max,
+    )
+    stack.push_async_callback(pool.close)
+    yield PostgresStore(pool, kafka.kafka_events_topic)
+
+
+@asynccontextmanager
+async def api_deps() -> AsyncIterator[ApiDeps]:
+    api = load(ApiSettings)
+    kafka = load(KafkaSettings)
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_store(stack, kafka))
+        producer = new_producer(kafka, client_id="conference-api")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        yield ApiDeps(
+            ingress=store,
+            reader=store,
+            webhooks=store,
+            publisher=KafkaCommandPublisher(producer, kafka),
+            tokens_by_caller=api.tokens_by_caller(),
+            webhook_secret=api.webhook_secret.get_secret_value(),
+            max_body_bytes=api.max_body_bytes,
+            clock=utc_now,
+        )
+
+
+@dataclass
+class WorkerParts:
+    deps: WorkerDeps
+    store: PostgresStore
+    consumer: CommandConsumer | None
+    events: KafkaMessagePublisher | None
+    batch: int
+
+
+@asynccontextmanager
+async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
+    kafka = load(KafkaSettings)
+    provider_settings = load(ProviderSettings)
+    worker = load(WorkerSettings)
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_store(stack, kafka))
+        provider = TotalVoiceClient.create(
+            provider_settings.totalvoice_base_url,
+            provider_settings.totalvoice_access_token.get_secret_value(),
+            provider_settings.totalvoice_max_rps,
+            provider_settings.totalvoice_connect_timeout_seconds,
+            provider_settings.totalvoice_read_timeout_seconds,
+        )
+        stack.push_async_callback(provider.aclose)
+        producer = None
+        if roles & {"dial", "relay"}:
+            producer = new_producer(kafka, client_id="conference-worker")
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+        consumer = None
+        if "dial" in roles:
+            assert producer is not None
+            kafka_consumer = new_consumer(kafka, kafka.kafka_commands_topic)
+            await kafka_consumer.start()
+            stack.push_async_callback(kafka_consumer.stop)
+            consumer = CommandConsumer(
+                kafka_consumer, producer, kafka.kafka_dlq_topic, store, utc_now
+            )
+        deps = WorkerDeps(
+            store=store,
+            provider=provider,
+            timing=Timing(
+                poll_first=worker.poll_first_seconds,
+                poll_max=worker.poll_max_seconds,
+                dial_grace=worker.dial_grace_seconds,
+                lease=worker.claim_lease_seconds,
+                settle_deadline=worker.settle_deadline_seconds,
+                default_max_duration=worker.default_max_duration_seconds,
+            ),
+            clock=utc_now,
+            random=random.random,
+        )
+        events = (
+            KafkaMessagePublisher(producer, kafka.kafka_send_timeout_seconds)
+            if producer is not None and "relay" in roles
+            else None
+        )
+        yield WorkerParts(deps, store, consumer, events, worker.claim_batch)

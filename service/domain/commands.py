@@ -1,0 +1,109 @@
+"""What callers ask for: the create-conference body (canonical or the provider's seed form) and
+the command that carries it over Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from service.domain.numbers import to_e164
+
+MAX_PARTICIPANTS = 10
+MAX_METADATA_BYTES = 4096
+
+PhoneNumber = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(to_e164)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ParticipantRequest(_Strict):
+    number: PhoneNumber
+    caller_id: PhoneNumber | None = None
+    record: bool | None = None
+
+
+class CreateConference(_Strict):
+    """The canonical body of `POST /v1/conferences` and of a command's `payload`."""
+
+    participants: list[ParticipantRequest] = Field(min_length=1, max_length=MAX_PARTICIPANTS)
+    caller_id: PhoneNumber | None = None
+    record: bool = False
+    reference: str | None = Field(default=None, max_length=200)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    max_duration_seconds: int | None = Field(default=None, ge=60, le=24 * 3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_provider_seed_form(cls, body: Any) -> Any:
+        """The provider's documented create body means one participant; the audio-only fields
+        (`url_conferencia`, `resposta_usuario`) have no meaning for a conference and are dropped."""
+        if not isinstance(body, dict) or "numero_destino" not in body:
+            return body
+        seed_keys = {
+            "numero_destino",
+            "url_conferencia",
+            "resposta_usuario",
+            "gravar_conferencia",
+            "bina",
+        }
+        rest = {k: v for k, v in body.items() if k not in seed_keys}
+        if "participants" in rest:
+            raise ValueError("send either participants or numero_destino, not both")
+        canonical: dict[str, Any] = {"participants": [{"number": body["numero_destino"]}], **rest}
+        if body.get("bina") is not None:
+            canonical.setdefault("caller_id", body["bina"])
+        if body.get("gravar_conferencia") is not None:
+            canonical.setdefault("record", body["gravar_conferencia"])
+        return canonical
+
+    @field_validator("participants")
+    @classmethod
+    def _distinct_numbers(cls, participants: list[ParticipantRequest]) -> list[ParticipantRequest]:
+        numbers = [p.number for p in participants]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("participants must have distinct numbers")
+        return participants
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, metadata: dict[str, str]) -> dict[str, str]:
+        if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return metadata
+
+
+class ConferenceCommand(_Strict):
+    """The value on `conference.commands.v1`. Other services may produce it directly."""
+
+    type: Literal["conference.create"]
+    command_id: UUID
+    conference_id: UUID
+    caller: str = Field(min_length=1, max_length=100)
+    idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
+    requested_at: datetime
+    payload: CreateConference
+
+
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """pydantic's report as the `errors` list of our problem+json bodies."""
+    return [
+        {
+            "field": ".".join(str(part) for part in e["loc"]) or "body",
+            "message": str(e["msg"]).removeprefix("Value error, "),
+        }
+        for e in error.errors(include_url=False, include_input=False)
+    ]

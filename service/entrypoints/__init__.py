@@ -1,0 +1,1 @@
+"""Where transport meets the use cases: HTTP, the Kafka consumer, the schedule loops, the CLI."""

@@ -1,0 +1,100 @@
+"""The command consumer: Kafka `conference.commands.v1` -> accepted conferences in Postgres.
+
+An offset is committed only after Postgres has committed what its message caused, so a crash
+anywhere means redelivery, and redelivery is harmless because acceptance is unique on the
+command id and on caller + idempotency key. Messages that can never be accepted go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
+from pydantic import ValidationError
+
+from service import metrics
+from service.domain.commands import ConferenceCommand, field_errors
+from service.handlers import accept_command
+from service.logging import get_logger
+from service.ports import ConferenceStore
+
+log = get_logger(__name__)
+
+
+class CommandConsumer:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        dlq_producer: AIOKafkaProducer,
+        dlq_topic: str,
+        store: ConferenceStore,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._consumer = consumer
+        self._dlq = dlq_producer
+        self._dlq_topic = dlq_topic
+        self._store = store
+        self._clock = clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
+            for records in batch.values():
+                for record in records:
+                    await self._handle(record)
+            if batch:
+                try:
+                    await self._consumer.commit()
+                except CommitFailedError as error:
+                    # The group rebalanced under us: the new owner gets these again and
+                    # acceptance drops what we already stored.
+                    log.warning("command_commit_failed", error=str(error))
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        try:
+            command = ConferenceCommand.model_validate(orjson.loads(record.value))
+        except orjson.JSONDecodeError:
+            await self._dead_letter(record, "not-json", "the value is not JSON")
+            return
+        except ValidationError as error:
+            errors = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(error))
+            await self._dead_letter(record, "invalid-command", errors)
+            return
+        delay = 0.5
+        while True:
+            try:
+                accepted = await accept_command(self._store, command, self._clock())
+                break
+            except (OSError, TimeoutError) as error:
+                # Postgres is away: hold the partition (no commit) until it is back.
+                log.warning("command_accept_retrying", error=type(error).__name__, delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        metrics.COMMANDS_CONSUMED.labels(outcome="accepted" if accepted else "duplicate").inc()
+        log.info(
+            "command_consumed",
+            conference_id=str(command.conference_id),
+            caller=command.caller,
+            duplicate=not accepted,
+        )
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.detail", detail[:1000].encode()),
+            ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        await self._dlq.send_and_wait(
+            self._dlq_topic, value=record.value, key=record.key, headers=headers
+        )
+        metrics.COMMANDS_CONSUMED.labels(outcome="dead_lettered").inc()
+        log.warning(
+            "command_dead_lettered",
+            reason=reason,
+            partition=record.partition,
+            offset=record.offset,
+        )

@@ -1,0 +1,131 @@
+"""Every environment variable the service reads, typed and validated once at start.
+
+Each process loads only the groups it needs, so `migrate` does not demand Kafka settings and
+`api` does not demand the provider token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line fit for an operator."""
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+
+class LogSettings(_Group):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class DatabaseSettings(_Group):
+    database_url: SecretStr
+    database_pool_min: int = Field(default=2, ge=1)
+    database_pool_max: int = Field(default=10, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+class KafkaSettings(_Group):
+    kafka_bootstrap_servers: str
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_commands_topic: str = "conference.commands.v1"
+    kafka_events_topic: str = "conference.events.v1"
+    kafka_dlq_topic: str = "conference.commands.dlq.v1"
+    kafka_consumer_group: str = "conference-worker"
+    kafka_send_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "SASL needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+
+class ProviderSettings(_Group):
+    totalvoice_base_url: str = "https://api.totalvoice.com.br"
+    totalvoice_access_token: SecretStr
+    totalvoice_max_rps: float = Field(default=20.0, gt=0)
+    totalvoice_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    totalvoice_read_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class ApiSettings(_Group):
+    api_tokens: SecretStr | None = None
+    api_tokens_file: Path | None = None
+    webhook_secret: SecretStr
+    max_body_bytes: int = 64 * 1024
+
+    @model_validator(mode="after")
+    def _tokens_present(self) -> ApiSettings:
+        if not self.api_tokens and not self.api_tokens_file:
+            raise ValueError("API_TOKENS or API_TOKENS_FILE must be set")
+        return self
+
+    def tokens_by_caller(self) -> dict[str, str]:
+        """`name:token,name:token` from API_TOKENS, or one pair a line from API_TOKENS_FILE."""
+        if self.api_tokens_file is not None:
+            raw = self.api_tokens_file.read_text().replace("\n", ",")
+        else:
+            raw = self.api_tokens.get_secret_value() if self.api_tokens else ""
+        tokens: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in raw.split(","))):
+            name, sep, token = pair.partition(":")
+            if not sep or not name.strip() or not token.strip():
+                raise SettingsError("API_TOKENS: every entry must be name:token")
+            tokens[name.strip()] = token.strip()
+        if not tokens:
+            raise SettingsError("API_TOKENS: no caller configured")
+        return tokens
+
+
+class WorkerSettings(_Group):
+    """Timing of the dial protocol and the poll schedule (seconds)."""
+
+    poll_first_seconds: float = Field(default=2.0, gt=0)
+    poll_max_seconds: float = Field(default=30.0, gt=0)
+    dial_grace_seconds: float = Field(default=15.0, gt=0)
+    claim_lease_seconds: float = Field(default=60.0, gt=0)
+    claim_batch: int = Field(default=50, ge=1)
+    settle_deadline_seconds: float = Field(default=6 * 3600.0, gt=0)
+    default_max_duration_seconds: int = Field(default=4 * 3600, gt=0)
+
+
+GroupT = TypeVar("GroupT", bound=_Group)
+
+
+def load(group: type[GroupT]) -> GroupT:
+    """Build one settings group, turning pydantic's report into one clear line."""
+    try:
+        return group()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper() or group.__name__}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,285 @@
+"""In-memory fakes of the service's ports, for the unit tier. They keep the same promises as the
+real adapters (uniqueness, fencing by claim token), so handlers can be tested without I/O."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from service.domain.commands import ConferenceCommand
+from service.domain.conference import (
+    CallReport,
+    Conference,
+    ConferenceReport,
+    ConferenceStatus,
+    Participant,
+)
+from service.domain.events import PendingEvent
+from service.ports import (
+    DialOutcomeUnknown,
+    IngressRecord,
+    OutboxMessage,
+    ProviderNotFound,
+    ProviderUnavailable,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class _Row:
+    conference: Conference
+    next_action_at: datetime | None
+    events: list[tuple[int, PendingEvent]] = field(default_factory=list)
+
+
+class FakeConferenceStore:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.rows: dict[UUID, _Row] = {}
+        self.keys: set[tuple[str, str]] = set()
+        self.command_ids: set[UUID] = set()
+        self.ingress: dict[tuple[str, str], IngressRecord] = {}
+        self.available = True
+
+    # IngressStore
+    async def remember(
+        self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
+    ) -> IngressRecord:
+        if not self.available:
+            raise OSError("postgres is down")
+        return self.ingress.setdefault(
+            (caller, idempotency_key),
+            IngressRecord(
+                conference_id=command.conference_id,
+                body_sha256=body_sha256,
+                command=command.model_dump(mode="json"),
+                created_at=command.requested_at,
+            ),
+        )
+
+    async def ping(self) -> None:
+        if not self.available:
+            raise OSError("postgres is down")
+
+    async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
+        row = self.rows.get(conference_id)
+        if row is None or row.conference.caller != caller:
+            return None
+        return {"id": str(conference_id), "status": row.conference.status.value}
+
+    async def record_webhook(
+        self,
+        provider_conference_id: str | None,
+        provider_call_id: str | None,
+        payload: dict[str, Any],
+    ) -> bool:
+        for row in self.rows.values():
+            if (
+                row.conference.provider_conference_id == provider_conference_id
+                and row.next_action_at
+            ):
+                row.next_action_at = self.clock()
+                return True
+        return False
+
+    # ConferenceStore
+    async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        key = (command.caller, command.idempotency_key)
+        if command.command_id in self.command_ids or key in self.keys:
+            return False
+        self.command_ids.add(command.command_id)
+        self.keys.add(key)
+        payload = command.payload
+        conference = Conference(
+            id=command.conference_id,
+            command_id=command.command_id,
+            caller=command.caller,
+            idempotency_key=command.idempotency_key,
+            status=ConferenceStatus.ACCEPTED,
+            reference=payload.reference,
+            metadata=dict(payload.metadata),
+            max_duration_seconds=payload.max_duration_seconds,
+            accepted_at=self.clock(),
+            participants=[
+                Participant(
+                    position=i,
+                    number=p.number,
+                    caller_id=p.caller_id or payload.caller_id,
+                    record=p.record if p.record is not None else payload.record,
+                )
+                for i, p in enumerate(payload.participants)
+            ],
+        )
+        self.rows[conference.id] = _Row(conference, self.clock(), [(1, event)])
+        return True
+
+    async def claim_due(
+        self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
+    ) -> list[Conference]:
+        due = [
+            row
+            for row in self.rows.values()
+            if row.next_action_at is not None
+            and row.next_action_at <= self.clock()
+            and row.conference.status in statuses
+        ][:limit]
+        for row in due:
+            row.conference.claim_token = uuid4()
+            row.next_action_at = self.clock() + timedelta(seconds=lease_seconds)
+        # Handlers get their own copy, as they would from a database.
+        return [copy.deepcopy(row.conference) for row in due]
+
+    async def save(
+        self,
+        conference: Conference,
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+        *,
+        hold: bool = False,
+    ) -> bool:
+        row = self.rows[conference.id]
+        if row.conference.claim_token != conference.claim_token:
+            return False
+        known = {e.event_id for _, e in row.events}
+        sequence = len(row.events)
+        for event in events:
+            if event.event_id not in known:
+                sequence += 1
+                row.events.append((sequence, event))
+        row.conference = copy.deepcopy(conference)
+        row.next_action_at = (
+            None if next_action_in is None else self.clock() + timedelta(seconds=next_action_in)
+        )
+        return True
+
+    def conference(self, conference_id: UUID) -> Conference:
+        return self.rows[conference_id].conference
+
+    def event_types(self, conference_id: UUID) -> list[str]:
+        return [e.type.value for _, e in self.rows[conference_id].events]
+
+    @asynccontextmanager
+    async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
+        yield []
+
+
+@dataclass
+class FakeCall:
+    call_id: str
+    number: str
+    status: str = "chamando"
+    billed_seconds: int | None = None
+    talk_seconds: int | None = None
+    duration_seconds: int | None = None
+    price: str | None = None
+
+    def report(self) -> CallReport:
+        from decimal import Decimal
+
+        return CallReport(
+            call_id=self.call_id,
+            number=self.number,
+            status=self.status,
+            duration_seconds=self.duration_seconds,
+            billed_seconds=self.billed_seconds,
+            talk_seconds=self.talk_seconds,
+            price=None if self.price is None else Decimal(self.price),
+        )
+
+
+class FakeProvider:
+    """A provider whose behaviour tests script: `fail_next_dial_with` makes the next dial raise
+    after (or before) placing the call, as a lost answer or a refusal would."""
+
+    def __init__(self) -> None:
+        self.conferences: dict[str, list[FakeCall]] = {}
+        self.ended: set[str] = set()
+        self.dials: list[tuple[str, str]] = []
+        self.gets = 0
+        self._ids = itertools.count(1000)
+        self.fail_next_dial_with: Exception | None = None
+        self.place_call_before_failing = True
+
+    async def create_conference(self) -> str:
+        conference_id = str(next(self._ids))
+        self.conferences[conference_id] = []
+        return conference_id
+
+    async def add_participant(
+        self, conference_id: str, number: str, caller_id: str | None, record: bool
+    ) -> str:
+        failure, self.fail_next_dial_with = self.fail_next_dial_with, None
+        if failure is not None and not self.place_call_before_failing:
+            raise failure
+        call = FakeCall(call_id=str(next(self._ids)), number=number)
+        self.conferences[conference_id].append(call)
+        self.dials.append((conference_id, number))
+        if failure is not None:
+            raise failure
+        return call.call_id
+
+    async def get_conference(self, conference_id: str) -> ConferenceReport:
+        self.gets += 1
+        if conference_id not in self.conferences:
+            raise ProviderNotFound("conferencia não encontrada", status=404, reason=60)
+        return ConferenceReport(
+            provider_conference_id=conference_id,
+            created_at=None,
+            ended_at=datetime(2026, 1, 1, tzinfo=UTC) if conference_id in self.ended else None,
+            calls=tuple(c.report() for c in self.conferences[conference_id]),
+        )
+
+    async def end_conference(self, conference_id: str) -> None:
+        self.ended.add(conference_id)
+
+    async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:
+        return [await self.get_conference(c) for c in self.conferences]
+
+    def finish_all(self, status: str = "atendida", talk: int = 30, price: str = "0.12") -> None:
+        for calls in self.conferences.values():
+            for call in calls:
+                call.status = status
+                call.talk_seconds = talk if status == "atendida" else None
+                call.billed_seconds = 60 if status == "atendida" else None
+                call.duration_seconds = talk + 5
+                call.price = price if status == "atendida" else "0"
+
+
+__all__ = [
+    "DialOutcomeUnknown",
+    "FakeClock",
+    "FakeConferenceStore",
+    "FakeProvider",
+    "ProviderUnavailable",
+]
+
+
+class FakeCommandPublisher:
+    def __init__(self) -> None:
+        self.published: list[ConferenceCommand] = []
+        self.available = True
+
+    async def publish_command(self, command: ConferenceCommand) -> None:
+        if not self.available:
+            raise ConnectionError("kafka is down")
+        self.published.append(command)
+
+    async def ping(self) -> None:
+        if not self.available:
+            raise ConnectionError("kafka is down")

@@ -1,0 +1,222 @@
+"""The dial protocol and the poll loop on in-memory fakes: nobody is dialed twice, whatever
+answer is lost, and a conference ends with its exact billing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from service.domain.commands import ConferenceCommand, CreateConference
+from service.domain.conference import ConferenceStatus, DialState
+from service.handlers import Timing, WorkerDeps, accept_command, advance_dialing, poll_conference
+from service.ports import DialOutcomeUnknown, ProviderRejected, ProviderUnavailable
+from tests.fakes import FakeClock, FakeConferenceStore, FakeProvider
+
+DIALING_STATUSES = (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING)
+TIMING = Timing(
+    poll_first=2,
+    poll_max=30,
+    dial_grace=15,
+    lease=60,
+    settle_deadline=3600,
+    default_max_duration=1800,
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> FakeConferenceStore:
+    return FakeConferenceStore(clock)
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+def deps(store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock) -> WorkerDeps:
+    return WorkerDeps(
+        store=store, provider=provider, timing=TIMING, clock=clock, random=lambda: 0.5
+    )
+
+
+def command(*numbers: str, key: str = "key-1") -> ConferenceCommand:
+    return ConferenceCommand(
+        type="conference.create",
+        command_id=uuid.uuid4(),
+        conference_id=uuid.uuid4(),
+        caller="billing-team",
+        idempotency_key=key,
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        payload=CreateConference.model_validate(
+            {"participants": [{"number": n} for n in numbers], "reference": "ticket-1"}
+        ),
+    )
+
+
+async def step(deps: WorkerDeps, store: FakeConferenceStore) -> None:
+    for conference in await store.claim_due(DIALING_STATUSES, 10, TIMING.lease):
+        await advance_dialing(deps, conference)
+    for conference in await store.claim_due((ConferenceStatus.IN_PROGRESS,), 10, TIMING.lease):
+        await poll_conference(deps, conference)
+
+
+async def test_conference_is_dialed_polled_and_completed_with_exact_billing(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151", "+5548999990000")
+    assert await accept_command(store, cmd, clock())
+
+    await step(deps, store)
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
+    assert [n for _, n in provider.dials] == ["+554832830151", "+5548999990000"]
+
+    clock.advance(3)
+    await step(deps, store)
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
+
+    provider.finish_all(talk=42, price="0.1200")
+    clock.advance(10)
+    await step(deps, store)
+
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.COMPLETED
+    assert [(p.billed_seconds, p.talk_seconds, p.price) for p in conference.participants] == [
+        (60, 42, Decimal("0.1200")),
+        (60, 42, Decimal("0.1200")),
+    ]
+    assert provider.ended == {conference.provider_conference_id}
+    assert store.event_types(cmd.conference_id) == [
+        "conference.accepted",
+        "conference.dialed",
+        "participant.status_changed",
+        "participant.status_changed",
+        "participant.status_changed",
+        "participant.status_changed",
+        "conference.completed",
+    ]
+
+
+async def test_redelivered_command_is_accepted_once(
+    store: FakeConferenceStore, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    assert await accept_command(store, cmd, clock())
+    assert not await accept_command(store, cmd, clock())
+    assert not await accept_command(
+        store, cmd.model_copy(update={"command_id": uuid.uuid4()}), clock()
+    )
+    assert len(store.rows) == 1
+
+
+async def test_lost_dial_answer_is_resolved_from_the_provider_without_dialing_again(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.fail_next_dial_with = DialOutcomeUnknown("read timeout")
+
+    await step(deps, store)
+    assert store.conference(cmd.conference_id).participants[0].dial_state is DialState.DIALING
+
+    clock.advance(5)  # within the grace period: nothing happens
+    await step(deps, store)
+    clock.advance(TIMING.dial_grace)
+    await step(deps, store)
+
+    participant = store.conference(cmd.conference_id).participants[0]
+    assert participant.dial_state is DialState.DIALED
+    assert participant.provider_call_id == provider.conferences["1000"][0].call_id
+    assert len(provider.dials) == 1
+
+
+async def test_dial_that_never_reached_the_provider_is_placed_once_after_the_grace_period(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.place_call_before_failing = False
+    provider.fail_next_dial_with = DialOutcomeUnknown("connection reset")
+
+    await step(deps, store)
+    assert provider.dials == []
+    clock.advance(TIMING.dial_grace + 1)
+    await step(deps, store)
+    clock.advance(TIMING.dial_grace + 1)
+    await step(deps, store)
+
+    assert len(provider.dials) == 1
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
+
+
+async def test_rate_limited_dial_is_retried_later_and_placed_once(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.place_call_before_failing = False
+    provider.fail_next_dial_with = ProviderUnavailable("limite", status=429)
+
+    await step(deps, store)
+    assert store.conference(cmd.conference_id).participants[0].dial_state is DialState.PENDING
+    clock.advance(5)
+    await step(deps, store)
+    assert len(provider.dials) == 1
+
+
+async def test_conference_whose_every_dial_is_refused_fails_with_its_reason(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.place_call_before_failing = False
+    provider.fail_next_dial_with = ProviderRejected("saldo insuficiente", status=402, reason=9)
+
+    await step(deps, store)
+
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.FAILED
+    assert conference.participants[0].rejection_reason == "saldo insuficiente"
+    assert store.event_types(cmd.conference_id)[-1] == "conference.failed"
+
+
+async def test_worker_that_lost_its_lease_dials_nobody(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    stale = (await store.claim_due(DIALING_STATUSES, 10, TIMING.lease))[0]
+    clock.advance(TIMING.lease + 1)
+    await store.claim_due(DIALING_STATUSES, 10, TIMING.lease)  # another worker takes it
+
+    await advance_dialing(deps, stale)
+
+    assert provider.dials == []
+
+
+async def test_busy_participant_is_settled_at_zero_price(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)
+    provider.finish_all(status="ocupado")
+    provider.conferences["1000"][0].price = None
+    clock.advance(3)
+    await step(deps, store)
+
+    participant = store.conference(cmd.conference_id).participants[0]
+    assert (participant.provider_status, participant.price, participant.billed_seconds) == (
+        "ocupado",
+        Decimal("0"),
+        None,
+    )
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.COMPLETED
