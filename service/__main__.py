@@ -163,8 +163,11 @@ def _dev() -> int:
     log = get_logger(__name__)
     python = sys.executable
     sim_port = os.environ.get("SIMULATOR_PORT", "18080")
+    # Six simulated seconds a second: a demo call of a minute or two settles in seconds.
+    time_scale = os.environ.get("SIMULATOR_TIME_SCALE", "6")
+    simulator = ["simulator", "--port", sim_port, "--time-scale", time_scale]
     children = {
-        "simulator": [python, "-m", "service", "simulator", "--port", sim_port],
+        "simulator": [python, "-m", "service", *simulator],
         "api": [python, "-m", "service", "api"],
         "worker": [python, "-m", "service", "worker"],
     }

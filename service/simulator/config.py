@@ -1,0 +1,22 @@
+"""How one simulator instance is set up: who may call it, how fast time runs, what it plays."""
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from service.simulator.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    tokens: tuple[str, ...] = ("sim-token",)
+    # Simulated seconds per real second: 60 makes a 5-minute call last 5 real seconds.
+    time_scale: float = 1.0
+    # None draws one at start; the health endpoint reports it so a run can be repeated.
+    seed: int | None = None
+    scenario: Scenario = field(default_factory=Scenario)
+    # The account id the provider echoes as `cli` and `cliente_id`.
+    client_id: int = 2150
+    recording_base_url: str = "https://recordings.simulator.invalid/"
+    # Where webhooks go; tests pass an httpx.MockTransport to receive them in-process.
+    webhook_transport: httpx.AsyncBaseTransport | None = None

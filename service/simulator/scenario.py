@@ -1,0 +1,130 @@
+"""The scenario: how the simulated network answers, bills, fails and calls back."""
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal, TypeGuard, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FinalStatus = Literal[
+    "atendida", "sem resposta", "ocupado", "congestionado", "falha", "cancelada", "não existe"
+]
+LineType = Literal["fixo", "movel"]
+FaultStatus = Literal["429", "500", "502", "503", "504"]
+EndpointKey = Literal[
+    "POST /conferencia",
+    "POST /conferencia/{id}",
+    "GET /conferencia/{id}",
+    "DELETE /conferencia/{id}",
+    "GET /conferencia/relatorio",
+    "GET /conferencia/chamadas/relatorio",
+    "GET /webhook",
+    "PUT /webhook/{nome}",
+    "DELETE /webhook/{nome}",
+]
+
+_ENDPOINT_KEYS = frozenset(get_args(EndpointKey))
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[int, Field(ge=0)]
+
+DEFAULT_WEBHOOK_NAMES = (
+    "status_tempo_real",
+    "chamada_fim",
+    "envio_sms",
+    "chamada_did_fim",
+    "conferencia",
+)
+
+
+def is_endpoint_key(label: str) -> TypeGuard[EndpointKey]:
+    return label in _ENDPOINT_KEYS
+
+
+class CallRule(BaseModel):
+    """What happens to a dialed number: the first rule whose `match` searches it wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: str = ""
+    status: FinalStatus = "atendida"
+    prepare_seconds: Seconds = 1
+    ring_seconds: Seconds = 3
+    talk_seconds: Seconds = 20
+    tipo: LineType | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"match is not a valid regular expression: {error}") from error
+        return pattern
+
+    def matches(self, number: str) -> bool:
+        return re.search(self.match, number) is not None
+
+
+class Tariffs(BaseModel):
+    """Price per started minute, by line type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fixo: Annotated[Decimal, Field(ge=0)] = Decimal("0.12")
+    movel: Annotated[Decimal, Field(ge=0)] = Decimal("0.35")
+
+    def per_minute(self, line_type: LineType) -> Decimal:
+        return self.movel if line_type == "movel" else self.fixo
+
+
+class WebhookBehaviour(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    delay_ms: Annotated[float, Field(ge=0)] = 50.0
+    duplicate_rate: Rate = 0.0
+    loss_rate: Rate = 0.0
+    reorder: bool = False
+
+
+class Scenario(BaseModel):
+    """Every field is optional; unknown fields are refused so that a typo cannot pass unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: tuple[CallRule, ...] = ()
+    tariffs: Tariffs = Tariffs()
+    latency_ms: dict[EndpointKey | Literal["default"], Annotated[float, Field(ge=0)]] = {}
+    errors: dict[EndpointKey, dict[FaultStatus, Rate]] = {}
+    dial_timeout_rate: Rate = 0.0
+    dial_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
+    no_balance: bool = False
+    webhooks: WebhookBehaviour = WebhookBehaviour()
+    webhook_names: tuple[str, ...] = DEFAULT_WEBHOOK_NAMES
+    messy: bool = True
+    report_metadata: bool = True
+    auto_end_conference: bool = True
+
+    @model_validator(mode="after")
+    def _error_rates_fit(self) -> "Scenario":
+        for endpoint, rates in self.errors.items():
+            if sum(rates.values()) > 1.0:
+                raise ValueError(f"error rates for {endpoint!r} add up to more than 1")
+        return self
+
+    def rule_for(self, number: str) -> CallRule:
+        return next((rule for rule in self.rules if rule.matches(number)), CallRule())
+
+    def latency_seconds(self, endpoint: EndpointKey | None) -> float:
+        default = self.latency_ms.get("default", 0.0)
+        return (default if endpoint is None else self.latency_ms.get(endpoint, default)) / 1000.0
+
+    def fault_for(self, endpoint: EndpointKey, draw: float) -> int | None:
+        """The injected HTTP status for a uniform draw in [0, 1), or None to answer normally."""
+        threshold = 0.0
+        for status, rate in sorted(self.errors.get(endpoint, {}).items()):
+            threshold += rate
+            if draw < threshold:
+                return int(status)
+        return None

@@ -1,0 +1,1 @@
+"""Tests of the TotalVoice simulator, driven in-process over httpx.ASGITransport."""
