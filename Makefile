@@ -80,11 +80,15 @@ unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator
 
 .PHONY: lint
-lint: deps ## format check, lint, types, import contracts
+lint: deps lint-deploy ## format check, lint, types, import contracts, deployment manifests
 	$(BIN)/ruff format --check service tests migrations
 	$(BIN)/ruff check service tests migrations
 	$(BIN)/mypy service
 	$(BIN)/lint-imports
+
+.PHONY: lint-deploy
+lint-deploy: deps ## render the k8s overlays, validate them offline, hadolint the Dockerfile
+	deploy/lint.sh
 
 .PHONY: fmt
 fmt: deps ## format the code

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Coroutine
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,19 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated roles to run: dial (consume commands, create, dial), "
         "poll (the poll schedule), relay (the outbox); default all",
     )
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="reconcile the ledger with the provider's report for a period",
+        description="Pages the provider's conference report for [FROM, TO) and makes the ledger "
+        "match it. Dates are ISO dates or date-times; a date without an offset is Brasilia time. "
+        "Exit code: 0 clean, 1 discrepancies found (and corrected), 2 could not run.",
+    )
+    period = reconcile.add_mutually_exclusive_group(required=True)
+    period.add_argument("--from", dest="start", help="start of the period (inclusive)")
+    period.add_argument(
+        "--previous-day", action="store_true", help="yesterday, Brasilia time (for the CronJob)"
+    )
+    reconcile.add_argument("--to", dest="end", help="end of the period (exclusive)")
     commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     commands.add_parser(
         "simulator",
@@ -67,6 +81,8 @@ def main(argv: list[str]) -> int:
             return _run(_run_worker(roles))
         if args.command == "migrate":
             return _migrate()
+        if args.command == "reconcile":
+            return _run(_reconcile(args))
         if args.command == "dev":
             return _dev()
     except SettingsError as error:
@@ -119,8 +135,11 @@ async def _serve_api(host: str, port: int) -> int:
 
 
 async def _run_worker(roles: set[str]) -> int:
+    from prometheus_client import start_http_server
+
     from service.bootstrap import worker_parts
     from service.domain.conference import ConferenceStatus
+    from service.entrypoints.observer import run_observer
     from service.entrypoints.relay import run_relay
     from service.entrypoints.schedule import DIALER, POLLER, run_schedule
 
@@ -130,7 +149,10 @@ async def _run_worker(roles: set[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker_parts(roles) as parts:
-        tasks: list[Coroutine[Any, Any, None]] = []
+        if parts.metrics_port:
+            # A thread of prometheus_client's own: /metrics answers even if the loop is busy.
+            start_http_server(parts.metrics_port)
+        tasks: list[Coroutine[Any, Any, None]] = [run_observer(parts.store, stop)]
         if parts.consumer is not None:
             tasks.append(parts.consumer.run(stop))
         if "dial" in roles:
@@ -145,6 +167,49 @@ async def _run_worker(roles: set[str]) -> int:
         await asyncio.gather(*tasks)
     log.info("worker_stopped")
     return 0
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    from service.adapters.totalvoice import BRASILIA
+    from service.bootstrap import reconcile_deps
+    from service.handlers import reconcile_period
+    from service.ports import ProviderError
+
+    log = get_logger(__name__)
+    if args.previous_day:
+        today = datetime.now(BRASILIA).replace(hour=0, minute=0, second=0, microsecond=0)
+        start, end = today - timedelta(days=1), today
+    else:
+        try:
+            start, end = _moment(args.start), _moment(args.end)
+        except (TypeError, ValueError):
+            print("reconcile: --from and --to take ISO dates, e.g. 2026-11-25", file=sys.stderr)
+            return 2
+        if end <= start:
+            print("reconcile: --to must be after --from", file=sys.stderr)
+            return 2
+    try:
+        async with reconcile_deps() as deps:
+            result = await reconcile_period(deps, start, end)
+    except ProviderError as error:
+        log.error("reconcile_failed", error=str(error))
+        return 2
+    log.info("reconcile_finished", run_id=result.run_id, **result.summary())
+    print(
+        f"reconcile run {result.run_id} [{start.isoformat()}, {end.isoformat()}): "
+        f"{result.provider_conferences} provider conferences, "
+        f"{len(result.discrepancies)} discrepancies {result.summary()['findings']}"
+    )
+    return 1 if result.discrepancies else 0
+
+
+def _moment(text: str | None) -> datetime:
+    from service.adapters.totalvoice import BRASILIA
+
+    if text is None:
+        raise ValueError("missing")
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=BRASILIA)
 
 
 def _migrate() -> int:

@@ -19,10 +19,11 @@ from service.adapters.postgres import PostgresStore, open_pool
 from service.adapters.totalvoice import TotalVoiceClient
 from service.entrypoints.consumer import CommandConsumer
 from service.entrypoints.http import ApiDeps
-from service.handlers import Timing, WorkerDeps
+from service.handlers import ReconcileDeps, Timing, WorkerDeps
 from service.settings import (
     ApiSettings,
     DatabaseSettings,
+    EventsTopicSettings,
     KafkaSettings,
     ProviderSettings,
     WorkerSettings,
@@ -57,14 +58,38 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
         stack.push_async_callback(producer.stop)
         yield ApiDeps(
             ingress=store,
-            reader=store,
+            conferences=store,
             webhooks=store,
             publisher=KafkaCommandPublisher(producer, kafka),
             tokens_by_caller=api.tokens_by_caller(),
             webhook_secret=api.webhook_secret.get_secret_value(),
+            webhook_debounce_seconds=api.webhook_debounce_seconds,
             max_body_bytes=api.max_body_bytes,
             clock=utc_now,
         )
+
+
+def _provider_client(settings: ProviderSettings) -> TotalVoiceClient:
+    return TotalVoiceClient.create(
+        settings.totalvoice_base_url,
+        settings.totalvoice_access_token.get_secret_value(),
+        settings.totalvoice_max_rps,
+        settings.totalvoice_connect_timeout_seconds,
+        settings.totalvoice_read_timeout_seconds,
+    )
+
+
+@asynccontextmanager
+async def reconcile_deps() -> AsyncIterator[ReconcileDeps]:
+    kafka_events_topic = load(EventsTopicSettings).kafka_events_topic
+    provider_settings = load(ProviderSettings)
+    async with AsyncExitStack() as stack:
+        database = load(DatabaseSettings)
+        pool = await open_pool(database.database_url.get_secret_value(), 1, 2)
+        stack.push_async_callback(pool.close)
+        provider = _provider_client(provider_settings)
+        stack.push_async_callback(provider.aclose)
+        yield ReconcileDeps(PostgresStore(pool, kafka_events_topic), provider, utc_now)
 
 
 @dataclass
@@ -74,6 +99,7 @@ class WorkerParts:
     consumer: CommandConsumer | None
     events: KafkaMessagePublisher | None
     batch: int
+    metrics_port: int
 
 
 @asynccontextmanager
@@ -83,13 +109,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
     worker = load(WorkerSettings)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store(stack, kafka))
-        provider = TotalVoiceClient.create(
-            provider_settings.totalvoice_base_url,
-            provider_settings.totalvoice_access_token.get_secret_value(),
-            provider_settings.totalvoice_max_rps,
-            provider_settings.totalvoice_connect_timeout_seconds,
-            provider_settings.totalvoice_read_timeout_seconds,
-        )
+        provider = _provider_client(provider_settings)
         stack.push_async_callback(provider.aclose)
         producer = None
         if roles & {"dial", "relay"}:
@@ -115,6 +135,8 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 lease=worker.claim_lease_seconds,
                 settle_deadline=worker.settle_deadline_seconds,
                 default_max_duration=worker.default_max_duration_seconds,
+                webhooks=worker.webhooks_enabled,
+                poll_safety=worker.poll_safety_seconds,
             ),
             clock=utc_now,
             random=random.random,
@@ -124,4 +146,4 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             if producer is not None and "relay" in roles
             else None
         )
-        yield WorkerParts(deps, store, consumer, events, worker.claim_batch)
+        yield WorkerParts(deps, store, consumer, events, worker.claim_batch, worker.metrics_port)

@@ -3,15 +3,23 @@ until every call is settled, and finish it. They await only the ports they are g
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
+from service import metrics
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import (
+    CallReport,
     Conference,
+    ConferenceReport,
     ConferenceStatus,
     DialState,
+    Participant,
     is_known_call_status,
     match_call,
     next_poll_delay,
@@ -22,16 +30,19 @@ from service.domain.events import (
     PendingEvent,
     billing_snapshot,
     event_id,
+    money,
     participant_snapshot,
 )
 from service.logging import get_logger
 from service.ports import (
     ConferenceStore,
     DialOutcomeUnknown,
+    Finding,
     ProviderClient,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
+    ReconcileLedger,
 )
 
 log = get_logger(__name__)
@@ -52,6 +63,8 @@ class Timing:
     lease: float
     settle_deadline: float
     default_max_duration: int
+    webhooks: bool = False
+    poll_safety: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,14 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     provider's call list after a grace period instead of by dialing again.
     """
     store, provider, timing = deps.store, deps.provider, deps.timing
+    if conference.cancel_requested_at is not None:
+        for participant in conference.participants:
+            if participant.dial_state is DialState.PENDING:
+                participant.dial_state = DialState.REJECTED
+                participant.rejection_reason = "canceled before it was dialed"
+        if conference.provider_conference_id is None:
+            await _finish(deps, conference, ConferenceStatus.CANCELED, "canceled before dialing")
+            return
     if conference.provider_conference_id is None:
         try:
             conference.provider_conference_id = await provider.create_conference()
@@ -106,39 +127,21 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     if unknown and not await _resolve_unknown_dials(deps, conference):
         return
 
-    for participant in conference.participants:
-        if participant.dial_state is not DialState.PENDING:
-            continue
-        participant.dial_state = DialState.DIALING
-        participant.dial_started_at = deps.clock()
+    pending = [p for p in conference.participants if p.dial_state is DialState.PENDING]
+    if pending:
+        # Everyone is marked, in one commit, before anyone is dialed; then all are dialed at
+        # once, so they ring together and the room never empties between two dials.
+        started = deps.clock()
+        for participant in pending:
+            participant.dial_state = DialState.DIALING
+            participant.dial_started_at = started
         if not await store.save(conference, [], timing.lease, hold=True):
             return
-        try:
-            participant.provider_call_id = await provider.add_participant(
-                conference.provider_conference_id,
-                participant.number,
-                participant.caller_id,
-                participant.record,
-            )
-            participant.dial_state = DialState.DIALED
-        except DialOutcomeUnknown as error:
-            log.warning(
-                "dial_outcome_unknown",
-                conference_id=str(conference.id),
-                position=participant.position,
-                error=str(error),
-            )
-        except ProviderUnavailable as error:
-            # Refused before it was processed (429, no connection): nobody was dialed.
-            participant.dial_state = DialState.PENDING
-            participant.dial_started_at = None
-            log.warning("dial_deferred", conference_id=str(conference.id), error=str(error))
+        await asyncio.gather(*(_dial(deps, conference, p) for p in pending))
+        deferred = any(p.dial_state is DialState.PENDING for p in pending)
+        if deferred:
             await store.save(conference, [], _retry_delay(deps, conference))
             return
-        except ProviderRejected as error:
-            participant.dial_state = DialState.REJECTED
-            participant.rejection_reason = str(error)[:300]
-            log.warning("dial_rejected", conference_id=str(conference.id), error=str(error))
         if not await store.save(conference, [], timing.lease, hold=True):
             return
 
@@ -146,7 +149,9 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         await store.save(conference, [], timing.dial_grace)
         return
     if all(p.dial_state is DialState.REJECTED for p in conference.participants):
-        await _finish(deps, conference, ConferenceStatus.FAILED, "every dial was refused")
+        outcome = outcome_when_settled(conference)
+        reason = "every dial was refused" if outcome is ConferenceStatus.FAILED else None
+        await _finish(deps, conference, outcome, reason)
         return
     conference.status = ConferenceStatus.IN_PROGRESS
     dialed = PendingEvent(
@@ -158,7 +163,36 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
             "participants": [participant_snapshot(p) for p in conference.participants],
         },
     )
-    await store.save(conference, [dialed], timing.poll_first)
+    await store.save(conference, [dialed], _next_poll(deps, conference))
+
+
+async def _dial(deps: WorkerDeps, conference: Conference, participant: Participant) -> None:
+    """One dial; its outcome is left on the participant for the caller to commit."""
+    assert conference.provider_conference_id is not None
+    try:
+        participant.provider_call_id = await deps.provider.add_participant(
+            conference.provider_conference_id,
+            participant.number,
+            participant.caller_id,
+            participant.record,
+        )
+        participant.dial_state = DialState.DIALED
+    except DialOutcomeUnknown as error:
+        log.warning(
+            "dial_outcome_unknown",
+            conference_id=str(conference.id),
+            position=participant.position,
+            error=str(error),
+        )
+    except ProviderUnavailable as error:
+        # Refused before it was processed (429, no connection): nobody was dialed.
+        participant.dial_state = DialState.PENDING
+        participant.dial_started_at = None
+        log.warning("dial_deferred", conference_id=str(conference.id), error=str(error))
+    except ProviderRejected as error:
+        participant.dial_state = DialState.REJECTED
+        participant.rejection_reason = str(error)[:300]
+        log.warning("dial_rejected", conference_id=str(conference.id), error=str(error))
 
 
 async def _resolve_unknown_dials(deps: WorkerDeps, conference: Conference) -> bool:
@@ -270,8 +304,9 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
             deps, conference, ConferenceStatus.UNRESOLVED, "not settled by the deadline", events
         )
         return
-    if report.is_open and _past_max_duration(deps, conference):
-        log.info("conference_max_duration_reached", conference_id=str(conference.id))
+    canceled = conference.cancel_requested_at is not None
+    if report.is_open and (canceled or _past_max_duration(deps, conference)):
+        log.info("conference_ending", conference_id=str(conference.id), canceled=canceled)
         try:
             await deps.provider.end_conference(conference.provider_conference_id)
         except ProviderError as error:
@@ -299,6 +334,11 @@ async def _finish(
     if status is ConferenceStatus.UNRESOLVED:
         log.error("conference_unresolved", conference_id=str(conference.id), reason=reason)
     if await deps.store.save(conference, [*(events or []), final], None):
+        metrics.CONFERENCES_FINALIZED.labels(status=status.value).inc()
+        metrics.POLLS_PER_CONFERENCE.observe(conference.poll_count)
+        metrics.TIME_TO_FINAL.observe(
+            (conference.finalized_at - conference.accepted_at).total_seconds()
+        )
         log.info(
             "conference_finalized",
             conference_id=str(conference.id),
@@ -308,8 +348,12 @@ async def _finish(
 
 
 def _next_poll(deps: WorkerDeps, conference: Conference) -> float:
+    """Backoff from the first poll; with webhooks, only a slow safety net, because each
+    callback makes the conference due at once."""
     t = deps.timing
-    return next_poll_delay(conference.poll_count - 1, t.poll_first, t.poll_max, deps.random())
+    if t.webhooks:
+        return next_poll_delay(0, t.poll_safety, t.poll_safety, deps.random())
+    return next_poll_delay(conference.poll_count, t.poll_first, t.poll_max, deps.random())
 
 
 def _retry_delay(deps: WorkerDeps, conference: Conference) -> float:
@@ -323,3 +367,209 @@ def _past_deadline(deps: WorkerDeps, conference: Conference) -> bool:
 def _past_max_duration(deps: WorkerDeps, conference: Conference) -> bool:
     limit = conference.max_duration_seconds or deps.timing.default_max_duration
     return deps.clock() - conference.accepted_at > timedelta(seconds=limit)
+
+
+@dataclass(frozen=True)
+class ReconcileDeps:
+    ledger: ReconcileLedger
+    provider: ProviderClient
+    clock: Callable[[], datetime]
+
+
+@dataclass
+class ReconcileResult:
+    run_id: int
+    provider_conferences: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def discrepancies(self) -> list[Finding]:
+        return [f for f in self.findings if f.kind in DISCREPANCY_KINDS]
+
+    def summary(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for finding in self.findings:
+            kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
+        return {
+            "provider_conferences": self.provider_conferences,
+            "discrepancies": len(self.discrepancies),
+            "findings": kinds,
+        }
+
+
+# Findings that mean the ledger was wrong or incomplete; the rest are informational.
+DISCREPANCY_KINDS = frozenset(
+    {"price_mismatch", "duration_mismatch", "missing_call", "settled_late", "unknown_conference"}
+)
+
+
+async def reconcile_period(deps: ReconcileDeps, start: datetime, end: datetime) -> ReconcileResult:
+    """Compare the provider's report for a period with the ledger and make the ledger right:
+    settle what we left unsettled, correct prices and durations, add billed calls we missed
+    (each change published as `conference.reconciled`), and report conferences we never made."""
+    result = ReconcileResult(run_id=await deps.ledger.start_reconcile_run(start, end))
+    try:
+        reports = await deps.provider.conference_report(start, end)
+    except ProviderError as error:
+        await deps.ledger.finish_reconcile_run(
+            result.run_id, "failed", {"error": str(error)[:300]}, []
+        )
+        raise
+    result.provider_conferences = len(reports)
+    for report in reports:
+        result.findings.extend(await _reconcile_conference(deps, result.run_id, report))
+    outcome = "discrepancies" if result.discrepancies else "clean"
+    await deps.ledger.finish_reconcile_run(
+        result.run_id, outcome, result.summary(), result.findings
+    )
+    return result
+
+
+async def _reconcile_conference(
+    deps: ReconcileDeps, run_id: int, report: ConferenceReport
+) -> list[Finding]:
+    provider_id = report.provider_conference_id
+    conference, ours = await deps.ledger.claim_for_reconcile(provider_id)
+    if conference is None:
+        if ours:
+            return [Finding("busy", provider_id, detail={"note": "a worker holds it; next run"})]
+        billed = [c for c in report.calls if c.call_id is not None]
+        # An empty conference is what a crash between create and storing its id leaves behind:
+        # it cost nothing. One with calls is a conference someone else placed on our account.
+        kind = "unknown_conference" if billed else "unknown_empty_conference"
+        return [
+            Finding(
+                kind,
+                provider_id,
+                detail={
+                    "calls": len(billed),
+                    "price": money(sum((c.price or Decimal(0) for c in billed), Decimal(0))),
+                },
+            )
+        ]
+
+    now = deps.clock()
+    findings: list[Finding] = []
+    corrections: list[dict[str, Any]] = []
+    for call in report.calls:
+        participant = match_call_for_reconcile(conference, call)
+        if participant is None:
+            if call.call_id is None or not call.is_settled:
+                continue
+            participant = Participant(
+                position=max((p.position for p in conference.participants), default=-1) + 1,
+                number=call.number or "",
+                caller_id=None,
+                record=False,
+                dial_state=DialState.DIALED,
+                provider_call_id=call.call_id,
+                source="reconcile",
+            )
+            conference.participants.append(participant)
+            _apply_call(participant, call, now)
+            participant.reconciled_at = now
+            findings.append(_finding("missing_call", conference, call))
+            corrections.append({"kind": "missing_call", **participant_snapshot(participant)})
+            continue
+        was_settled = participant.settled_at is not None
+        differences = _differences(participant, call)
+        if was_settled and not differences:
+            continue
+        if not was_settled and not call.is_settled:
+            continue
+        before = participant_snapshot(participant)
+        _apply_call(participant, call, now)
+        if was_settled:
+            participant.reconciled_at = now
+            kind = "price_mismatch" if "price" in differences else "duration_mismatch"
+            findings.append(_finding(kind, conference, call, differences))
+            corrections.append(
+                {"kind": kind, "before": before, "after": participant_snapshot(participant)}
+            )
+
+    events: list[PendingEvent] = []
+    if not conference.status.is_final:
+        if conference.all_settled:
+            findings.append(
+                Finding("settled_late", report.provider_conference_id, None, conference.id)
+            )
+            conference.status = outcome_when_settled(conference)
+            conference.finalized_at = now
+            conference.provider_ended_at = report.ended_at or now
+            events.append(
+                PendingEvent(
+                    event_id(conference.id, _FINAL_EVENT[conference.status]),
+                    _FINAL_EVENT[conference.status],
+                    now,
+                    billing_snapshot(conference),
+                )
+            )
+        # Still open at the provider: the poller carries on from here.
+        next_action = None if conference.status.is_final else 0.0
+    else:
+        next_action = None
+        if corrections:
+            digest = hashlib.sha256(repr(corrections).encode()).hexdigest()[:16]
+            events.append(
+                PendingEvent(
+                    event_id(conference.id, EventType.RECONCILED, digest),
+                    EventType.RECONCILED,
+                    now,
+                    {
+                        "run_id": run_id,
+                        "corrections": corrections,
+                        "billing": billing_snapshot(conference),
+                    },
+                )
+            )
+    await deps.ledger.save(conference, events, next_action)
+    return findings
+
+
+def match_call_for_reconcile(conference: Conference, call: CallReport) -> Participant | None:
+    for participant in conference.participants:
+        if call.call_id is not None and participant.provider_call_id == call.call_id:
+            return participant
+    if call.call_id is None:
+        for participant in conference.participants:
+            if participant.number == call.number:
+                return participant
+    return None
+
+
+def _differences(participant: Participant, call: CallReport) -> dict[str, list[Any]]:
+    pairs = {
+        "price": (participant.price, call.billed_price),
+        "billed_seconds": (participant.billed_seconds, call.billed_seconds),
+        "duration_seconds": (participant.duration_seconds, call.duration_seconds),
+        "talk_seconds": (participant.talk_seconds, call.talk_seconds),
+    }
+    return {
+        name: [str(ours) if ours is not None else None, str(theirs) if theirs is not None else None]
+        for name, (ours, theirs) in pairs.items()
+        if theirs is not None and ours != theirs
+    }
+
+
+def _apply_call(participant: Participant, call: CallReport, now: datetime) -> None:
+    participant.provider_status = call.status or participant.provider_status
+    participant.started_at = call.started_at or participant.started_at
+    participant.duration_seconds = call.duration_seconds
+    participant.billed_seconds = call.billed_seconds
+    participant.talk_seconds = call.talk_seconds
+    participant.price = call.billed_price
+    participant.recording_url = call.recording_url or participant.recording_url
+    if call.is_settled and participant.settled_at is None:
+        participant.settled_at = now
+
+
+def _finding(
+    kind: str, conference: Conference, call: CallReport, detail: dict[str, Any] | None = None
+) -> Finding:
+    return Finding(
+        kind,
+        conference.provider_conference_id,
+        call.call_id,
+        conference.id,
+        detail or {"number": call.number, "price": money(call.billed_price)},
+    )

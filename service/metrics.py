@@ -1,4 +1,5 @@
-"""The Prometheus metrics every process exposes; names are part of the operations contract."""
+"""The Prometheus metrics every process exposes; names are part of the operations contract
+(deploy/k8s's alerts use them)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -14,10 +15,16 @@ COMMANDS_ACCEPTED = Counter(
 COMMANDS_CONSUMED = Counter(
     "conference_commands_consumed_total", "Commands taken from Kafka, by outcome.", ["outcome"]
 )
+CONSUMER_LAG = Gauge(
+    "conference_consumer_lag",
+    "Commands on the topic not yet consumed, by partition.",
+    ["topic", "partition"],
+)
 PROVIDER_REQUESTS = Histogram(
     "conference_provider_request_duration_seconds",
-    "Requests to TotalVoice by endpoint and outcome.",
+    "Requests to TotalVoice by endpoint and outcome (ok, or the error's kind).",
     ["endpoint", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CONFERENCES_FINALIZED = Counter(
     "conference_finalized_total", "Conferences that reached a final status.", ["status"]
@@ -27,9 +34,26 @@ POLLS_PER_CONFERENCE = Histogram(
     "GET /conferencia/{id} calls a conference needed before it was final.",
     buckets=(1, 2, 3, 4, 6, 8, 12, 20, 50),
 )
+TIME_TO_FINAL = Histogram(
+    "conference_time_to_final_seconds",
+    "From acceptance to a final status.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+)
 OUTBOX_BACKLOG = Gauge("conference_outbox_backlog", "Events waiting in the outbox.")
+OVERDUE_POLLS = Gauge(
+    "conference_overdue_polls", "Unfinished conferences whose next step is over a minute late."
+)
+RECONCILE_DISCREPANCIES = Gauge(
+    "conference_reconcile_discrepancies", "Discrepancies found by the latest reconcile run."
+)
 WEBHOOKS_RECEIVED = Counter(
     "conference_webhooks_received_total",
     "Provider callbacks, by whether they matched.",
     ["matched"],
 )
+
+# Series that alerts take increase() of exist from the start, so the first event counts.
+for _outcome in ("accepted", "duplicate", "dead_lettered"):
+    COMMANDS_CONSUMED.labels(outcome=_outcome)
+for _status in ("completed", "failed", "canceled", "unresolved"):
+    CONFERENCES_FINALIZED.labels(status=_status)

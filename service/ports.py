@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from service.domain.commands import ConferenceCommand
-from service.domain.conference import Conference, ConferenceReport, ConferenceStatus
+from service.domain.conference import (
+    CallReport,
+    Conference,
+    ConferenceReport,
+    ConferenceStatus,
+)
 from service.domain.events import PendingEvent
 
 
@@ -28,12 +33,46 @@ class ProviderUnavailable(ProviderError):
     """Rate limited, a 5xx, or no connection: nothing was done; the same request may be repeated."""
 
 
+class ProviderRateLimited(ProviderUnavailable):
+    """429: over the provider's requests-per-second limit; the request was not processed."""
+
+
 class ProviderRejected(ProviderError):
     """The provider refused for good (bad token, no balance, invalid parameter): do not repeat."""
 
 
+class ProviderAuthFailed(ProviderRejected):
+    """403, motivo 40 (or a 403 without an envelope): the access token is missing or wrong."""
+
+
+class ProviderNotPermitted(ProviderRejected):
+    """Motivo 8: the account may not do this (disabled, or a trial account dialing a number it
+    has not registered)."""
+
+
+class ProviderNoBalance(ProviderRejected):
+    """402, motivo 9: the account's balance cannot pay for the call."""
+
+
+class ProviderInvalidParameter(ProviderRejected):
+    """405 with motivo 10 (a required parameter is missing) or 11 (a parameter is invalid), or
+    400 (the JSON sent is malformed): the same request will always be refused."""
+
+
+class ProviderDuplicate(ProviderRejected):
+    """409, motivo 20: the record would be duplicated."""
+
+
+class ProviderNotImplemented(ProviderRejected):
+    """501, motivo 30: the provider does not offer this (yet) for this account."""
+
+
 class ProviderNotFound(ProviderRejected):
     """The provider knows no such conference (motivo 60), or it is no longer active (motivo 80)."""
+
+
+class ProviderNotActive(ProviderNotFound):
+    """404, motivo 80: the conference exists but has ended, so it takes no new participant."""
 
 
 class DialOutcomeUnknown(ProviderError):
@@ -53,12 +92,18 @@ class ProviderClient(Protocol):
         """Dial `number` into the conference; return the provider's call id. Never retried
         inside: a lost answer raises `DialOutcomeUnknown`."""
 
-    async def get_conference(self, conference_id: str) -> ConferenceReport: ...
+    async def get_conference(self, conference_id: str) -> ConferenceReport:
+        """The conference and every call placed into it; `ProviderNotFound` for an unknown id."""
 
     async def end_conference(self, conference_id: str) -> None:
         """End it; ending one that is already over is not an error."""
 
-    async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]: ...
+    async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:
+        """Every conference created between `start` and `end` (timezone-aware), all pages."""
+
+    async def calls_report(self, start: datetime, end: datetime) -> list[CallReport]:
+        """Every conference call placed between `start` and `end` (timezone-aware), all pages,
+        whichever conference it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +133,27 @@ class IngressStore(Protocol):
     async def ping(self) -> None: ...
 
 
-class ConferenceReader(Protocol):
+@dataclass(frozen=True)
+class ConferenceFilter:
+    status: str | None = None
+    reference: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    after: tuple[datetime, UUID] | None = None
+
+
+class CallerConferences(Protocol):
+    """Conferences as their caller sees them; another caller's are simply not there."""
+
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None: ...
+
+    async def find(
+        self, caller: str, filters: ConferenceFilter, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[datetime, UUID] | None]:
+        """Newest first, and the position after the last one when there are more."""
+
+    async def request_cancel(self, caller: str, conference_id: UUID) -> str | None:
+        """Ask for the conference to be ended; its status now, or None if there is none."""
 
 
 class WebhookInbox(Protocol):
@@ -98,9 +162,11 @@ class WebhookInbox(Protocol):
         provider_conference_id: str | None,
         provider_call_id: str | None,
         payload: dict[str, Any],
+        look_in: float | None,
     ) -> bool:
-        """Keep a provider callback and make its conference due now; True when it is ours.
-        Unknown ids are kept for later correlation."""
+        """Keep a provider callback and, unless `look_in` is None, make its conference due that
+        many seconds from now (a short debounce lets a burst of callbacks share one poll).
+        True when it is ours; unknown ids are kept for later correlation."""
 
 
 class ConferenceStore(Protocol):
@@ -132,6 +198,47 @@ class Outbox(Protocol):
     def outbox_batch(self, limit: int) -> AbstractAsyncContextManager[list[OutboxMessage]]:
         """Unpublished events, oldest first, held until the block exits; marked published
         only if it exits without an error."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One discrepancy (or notable fact) a reconcile run found between the ledger and the
+    provider's report."""
+
+    kind: str
+    provider_conference_id: str | None
+    provider_call_id: str | None = None
+    conference_id: UUID | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class ReconcileLedger(Protocol):
+    async def claim_for_reconcile(
+        self, provider_conference_id: str
+    ) -> tuple[Conference | None, bool]:
+        """The conference, claimed for a correction, or None when a worker holds it or it is
+        not ours; and whether it is ours."""
+
+    async def save(
+        self,
+        conference: Conference,
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+        *,
+        hold: bool = False,
+    ) -> bool: ...
+
+    async def start_reconcile_run(self, start: datetime, end: datetime) -> int: ...
+
+    async def finish_reconcile_run(
+        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
+    ) -> None: ...
+
+
+class HealthFigures(Protocol):
+    async def health_figures(self) -> tuple[int, int, int]:
+        """Events waiting in the outbox, conferences over a minute past their next step, and
+        the discrepancies of the latest finished reconcile run."""
 
 
 class CommandPublisher(Protocol):

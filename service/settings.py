@@ -67,6 +67,12 @@ class KafkaSettings(_Group):
         return self
 
 
+class EventsTopicSettings(_Group):
+    """`reconcile` writes events to the outbox (the relay sends them): it needs only the name."""
+
+    kafka_events_topic: str = "conference.events.v1"
+
+
 class ProviderSettings(_Group):
     totalvoice_base_url: str = "https://api.totalvoice.com.br"
     totalvoice_access_token: SecretStr
@@ -79,6 +85,7 @@ class ApiSettings(_Group):
     api_tokens: SecretStr | None = None
     api_tokens_file: Path | None = None
     webhook_secret: SecretStr
+    webhook_debounce_seconds: float = Field(default=1.0, ge=0)
     max_body_bytes: int = 64 * 1024
 
     @model_validator(mode="after")
@@ -105,10 +112,14 @@ class ApiSettings(_Group):
 
 
 class WorkerSettings(_Group):
-    """Timing of the dial protocol and the poll schedule (seconds)."""
+    """Timing of the dial protocol and the poll schedule (seconds), and the metrics port."""
 
-    poll_first_seconds: float = Field(default=2.0, gt=0)
-    poll_max_seconds: float = Field(default=30.0, gt=0)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    poll_first_seconds: float = Field(default=5.0, gt=0)
+    poll_max_seconds: float = Field(default=60.0, gt=0)
+    # With the provider's webhooks registered, polls are a safety net for lost callbacks.
+    webhooks_enabled: bool = False
+    poll_safety_seconds: float = Field(default=120.0, gt=0)
     dial_grace_seconds: float = Field(default=15.0, gt=0)
     claim_lease_seconds: float = Field(default=60.0, gt=0)
     claim_batch: int = Field(default=50, ge=1)

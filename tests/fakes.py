@@ -83,11 +83,26 @@ class FakeConferenceStore:
             return None
         return {"id": str(conference_id), "status": row.conference.status.value}
 
+    async def find(
+        self, caller: str, filters: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], None]:
+        mine = [r for r in self.rows.values() if r.conference.caller == caller]
+        return [{"id": str(r.conference.id)} for r in mine][:limit], None
+
+    async def request_cancel(self, caller: str, conference_id: UUID) -> str | None:
+        row = self.rows.get(conference_id)
+        if row is None or row.conference.caller != caller:
+            return None
+        row.conference.cancel_requested_at = self.clock()
+        row.next_action_at = self.clock()
+        return row.conference.status.value
+
     async def record_webhook(
         self,
         provider_conference_id: str | None,
         provider_call_id: str | None,
         payload: dict[str, Any],
+        look_in: float | None,
     ) -> bool:
         for row in self.rows.values():
             if (
@@ -250,6 +265,9 @@ class FakeProvider:
 
     async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:
         return [await self.get_conference(c) for c in self.conferences]
+
+    async def calls_report(self, start: datetime, end: datetime) -> list[CallReport]:
+        return [c.report() for calls in self.conferences.values() for c in calls]
 
     def finish_all(self, status: str = "atendida", talk: int = 30, price: str = "0.12") -> None:
         for calls in self.conferences.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -14,7 +15,7 @@ import orjson
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
 from service.domain.events import PendingEvent, envelope
-from service.ports import IngressRecord, OutboxMessage
+from service.ports import ConferenceFilter, Finding, IngressRecord, OutboxMessage
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -38,12 +39,18 @@ _CONFERENCE_COLUMNS = """
     c.provider_ended_at, c.cancel_requested_at, c.finalized_at, c.failure_reason
 """
 
-_PARTICIPANT_UPDATE = """
-    UPDATE participant
-       SET dial_state = $3, dial_started_at = $4, provider_call_id = $5, provider_status = $6,
-           started_at = $7, duration_seconds = $8, billed_seconds = $9, talk_seconds = $10,
-           price = $11, recording_url = $12, settled_at = $13, rejection_reason = $14
-     WHERE conference_id = $1 AND position = $2
+# An upsert: reconciliation adds the billed calls the provider reported and we did not know.
+_PARTICIPANT_WRITE = """
+    INSERT INTO participant AS p (
+        conference_id, position, number, caller_id, record, source, dial_state, dial_started_at,
+        provider_call_id, provider_status, started_at, duration_seconds, billed_seconds,
+        talk_seconds, price, recording_url, settled_at, rejection_reason, reconciled_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    ON CONFLICT (conference_id, position) DO UPDATE
+       SET dial_state = $7, dial_started_at = $8, provider_call_id = $9, provider_status = $10,
+           started_at = $11, duration_seconds = $12, billed_seconds = $13, talk_seconds = $14,
+           price = $15, recording_url = $16, settled_at = $17, rejection_reason = $18,
+           reconciled_at = $19
 """
 
 
@@ -87,6 +94,8 @@ def _participant(row: asyncpg.Record) -> Participant:
         recording_url=row["recording_url"],
         settled_at=row["settled_at"],
         rejection_reason=row["rejection_reason"],
+        source=row["source"],
+        reconciled_at=row["reconciled_at"],
     )
 
 
@@ -161,6 +170,77 @@ class PostgresStore:
             )
         return _conference_view(row, participants)
 
+    async def find(
+        self, caller: str, filters: ConferenceFilter, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[datetime, UUID] | None]:
+        """Newest first; the second value is the position after the last row, when there is more."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                """
+                SELECT * FROM conference
+                 WHERE caller = $1
+                   AND ($2::text IS NULL OR status = $2)
+                   AND ($3::text IS NULL OR reference = $3)
+                   AND ($4::timestamptz IS NULL OR requested_at >= $4)
+                   AND ($5::timestamptz IS NULL OR requested_at < $5)
+                   AND ($6::timestamptz IS NULL OR (requested_at, id) < ($6, $7::uuid))
+                 ORDER BY requested_at DESC, id DESC
+                 LIMIT $8
+                """,
+                caller,
+                filters.status,
+                filters.reference,
+                filters.created_from,
+                filters.created_to,
+                filters.after[0] if filters.after else None,
+                filters.after[1] if filters.after else None,
+                limit + 1,
+            )
+            page = rows[:limit]
+            participants = await connection.fetch(
+                "SELECT * FROM participant WHERE conference_id = ANY($1) ORDER BY position",
+                [r["id"] for r in page],
+            )
+        by_conference: dict[UUID, list[asyncpg.Record]] = {r["id"]: [] for r in page}
+        for p in participants:
+            by_conference[p["conference_id"]].append(p)
+        views = [_conference_view(r, by_conference[r["id"]]) for r in page]
+        after = (page[-1]["requested_at"], page[-1]["id"]) if len(rows) > limit else None
+        return views, after
+
+    async def request_cancel(self, caller: str, conference_id: UUID) -> str | None:
+        """Record the caller's wish to end the conference and make it due now; its status, or
+        None when the caller has no such conference."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            status = await connection.fetchval(
+                """
+                UPDATE conference
+                   SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                       nudged_at = now(),
+                       next_action_at = CASE
+                           WHEN next_action_at IS NOT NULL
+                                AND (leased_until IS NULL OR leased_until < now())
+                           THEN now() ELSE next_action_at END
+                 WHERE id = $1 AND caller = $2
+                RETURNING status
+                """,
+                conference_id,
+                caller,
+            )
+            if status is not None:
+                return str(status)
+            pending = await connection.fetchval(
+                """
+                UPDATE ingress_request
+                   SET cancel_requested_at = coalesce(cancel_requested_at, now())
+                 WHERE conference_id = $1 AND caller = $2
+                RETURNING conference_id
+                """,
+                conference_id,
+                caller,
+            )
+        return None if pending is None else ConferenceStatus.ACCEPTED.value
+
     # --- the worker's conferences --------------------------------------------------------
 
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
@@ -170,8 +250,10 @@ class PostgresStore:
                 f"""
                 INSERT INTO conference AS c (
                     id, command_id, caller, idempotency_key, status, reference, metadata,
-                    max_duration_seconds, requested_at, next_action_at, last_sequence)
-                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1)
+                    max_duration_seconds, requested_at, next_action_at, last_sequence,
+                    cancel_requested_at)
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1,
+                        (SELECT cancel_requested_at FROM ingress_request WHERE conference_id = $1))
                 ON CONFLICT DO NOTHING
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
@@ -289,11 +371,15 @@ class PostgresStore:
             if row is None:
                 return False
             await connection.executemany(
-                _PARTICIPANT_UPDATE,
+                _PARTICIPANT_WRITE,
                 [
                     (
                         conference.id,
                         p.position,
+                        p.number,
+                        p.caller_id,
+                        p.record,
+                        p.source,
                         p.dial_state.value,
                         p.dial_started_at,
                         p.provider_call_id,
@@ -306,6 +392,7 @@ class PostgresStore:
                         p.recording_url,
                         p.settled_at,
                         p.rejection_reason,
+                        p.reconciled_at,
                     )
                     for p in conference.participants
                 ],
@@ -343,6 +430,91 @@ class PostgresStore:
             ],
         )
 
+    # --- reconciliation ------------------------------------------------------------------
+
+    async def claim_for_reconcile(
+        self, provider_conference_id: str
+    ) -> tuple[Conference | None, bool]:
+        """Take a conference by the provider's id for a correction, unless a worker holds it.
+        Returns the conference (None when busy or unknown) and whether it is ours at all."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                f"""
+                UPDATE conference c
+                   SET claim_token = gen_random_uuid(), claimed_at = now()
+                 WHERE provider_conference_id = $1
+                   AND (leased_until IS NULL OR leased_until < now())
+                RETURNING {_CONFERENCE_COLUMNS}
+                """,  # noqa: S608 (a constant column list, no input)
+                provider_conference_id,
+            )
+            if row is None:
+                known = await connection.fetchval(
+                    "SELECT true FROM conference WHERE provider_conference_id = $1",
+                    provider_conference_id,
+                )
+                return None, bool(known)
+            participants = await connection.fetch(
+                "SELECT * FROM participant WHERE conference_id = $1 ORDER BY position", row["id"]
+            )
+        return _conference(row, [_participant(p) for p in participants]), True
+
+    async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
+        async with self._pool.acquire() as connection:
+            run_id = await connection.fetchval(
+                "INSERT INTO reconcile_run (period_start, period_end) VALUES ($1, $2) RETURNING id",
+                start,
+                end,
+            )
+        return int(run_id)
+
+    async def finish_reconcile_run(
+        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
+    ) -> None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.executemany(
+                """
+                INSERT INTO reconcile_finding (run_id, kind, provider_conference_id,
+                                               provider_call_id, conference_id, detail)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                """,
+                [
+                    (
+                        run_id,
+                        f.kind,
+                        f.provider_conference_id,
+                        f.provider_call_id,
+                        f.conference_id,
+                        f.detail,
+                    )
+                    for f in findings
+                ],
+            )
+            await connection.execute(
+                """
+                UPDATE reconcile_run SET finished_at = now(), outcome = $2, summary = $3
+                 WHERE id = $1
+                """,
+                run_id,
+                outcome,
+                summary,
+            )
+
+    async def health_figures(self) -> tuple[int, int, int]:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                """
+                SELECT
+                  (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS backlog,
+                  (SELECT count(*) FROM conference
+                    WHERE next_action_at < now() - interval '1 minute') AS overdue,
+                  (SELECT coalesce((summary->>'discrepancies')::int, 0) FROM reconcile_run
+                    WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1) AS discrepancies
+                """
+            )
+        assert row is not None
+        return int(row["backlog"]), int(row["overdue"]), int(row["discrepancies"] or 0)
+
     # --- webhooks ------------------------------------------------------------------------
 
     async def record_webhook(
@@ -350,15 +522,19 @@ class PostgresStore:
         provider_conference_id: str | None,
         provider_call_id: str | None,
         payload: dict[str, Any],
+        look_in: float | None,
     ) -> bool:
-        """Keep the delivery and make its conference due now; True when the conference is ours."""
         async with self._pool.acquire() as connection, connection.transaction():
             conference_id = await connection.fetchval(
                 """
                 UPDATE conference
-                   SET nudged_at = now(),
-                       next_action_at = CASE WHEN leased_until IS NULL OR leased_until < now()
-                                             THEN now() ELSE next_action_at END
+                   SET nudged_at = CASE WHEN $3::float8 IS NULL THEN nudged_at ELSE now() END,
+                       next_action_at = CASE
+                           WHEN $3::float8 IS NULL THEN next_action_at
+                           WHEN leased_until IS NOT NULL AND leased_until >= now()
+                           THEN next_action_at
+                           ELSE least(next_action_at, now() + make_interval(secs => $3::float8))
+                           END
                  WHERE id = (
                         SELECT coalesce(
                             (SELECT id FROM conference WHERE provider_conference_id = $1),
@@ -368,6 +544,7 @@ class PostgresStore:
                 """,
                 provider_conference_id,
                 provider_call_id,
+                look_in,
             )
             await connection.execute(
                 """

@@ -10,7 +10,9 @@ as `HH:MM:SS` (even `00:00:60`) or as seconds, and prices are parsed from their 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import random
 import re
 import time
@@ -21,13 +23,22 @@ from typing import Any, TypeVar
 
 import httpx
 
+from service import metrics
 from service.domain.conference import CallReport, ConferenceReport
 from service.domain.numbers import InvalidNumber, to_e164
 from service.logging import get_logger
 from service.ports import (
     DialOutcomeUnknown,
+    ProviderAuthFailed,
+    ProviderDuplicate,
     ProviderError,
+    ProviderInvalidParameter,
+    ProviderNoBalance,
+    ProviderNotActive,
     ProviderNotFound,
+    ProviderNotImplemented,
+    ProviderNotPermitted,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -82,7 +93,8 @@ class TotalVoiceClient:
             headers={
                 "Access-Token": access_token,
                 "Accept": "application/json",
-                "User-Agent": "conference-service/0.1",
+                # The pid tells the provider's logs (and our tests) which worker asked.
+                "User-Agent": f"conference-service/0.1 (pid {os.getpid()})",
             },
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
@@ -97,7 +109,9 @@ class TotalVoiceClient:
     async def create_conference(self) -> str:
         # `{}` and never `numero_destino`: the seed documents a create body that would dial at
         # once, outside the dial protocol. An empty conference is harmless to create twice.
-        data = await self._safely(lambda: self._request("POST", "/conferencia", json={}))
+        data = await self._safely(
+            lambda: self._request("POST /conferencia", "/conferencia", json={})
+        )
         conference_id = parse_id(data.get("id") if isinstance(data, dict) else None)
         if conference_id is None:
             raise ProviderError("create answered without a conference id")
@@ -108,54 +122,65 @@ class TotalVoiceClient:
     ) -> str:
         body = {"numero": number, "bina": caller_id, "gravar_audio": record}
         try:
-            data = await self._request("POST", f"/conferencia/{conference_id}", json=body)
+            data = await self._request(
+                "POST /conferencia/{id}", f"/conferencia/{conference_id}", json=body
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             raise ProviderUnavailable(f"dial not sent: {type(error).__name__}") from error
         except httpx.TransportError as error:
             raise DialOutcomeUnknown(f"dial sent, no answer: {type(error).__name__}") from error
-        except ProviderUnavailable as error:
-            if error.status == 429:
-                raise  # refused before it was processed: nothing was dialed
-            raise DialOutcomeUnknown(f"dial answered {error.status}") from error
+        except (ProviderRateLimited, ProviderRejected):
+            raise  # refused before it was processed, or refused for good: nobody was dialed
+        except ProviderError as error:
+            # A 5xx, or a 2xx that is not a success, may come after the call was placed.
+            raise DialOutcomeUnknown(
+                f"dial answered {error.status}: {error}", status=error.status, reason=error.reason
+            ) from error
         call_id = parse_id(data.get("id") if isinstance(data, dict) else None)
         if call_id is None:
             raise DialOutcomeUnknown("dial answered without a call id")
         return call_id
 
     async def get_conference(self, conference_id: str) -> ConferenceReport:
-        data = await self._safely(lambda: self._request("GET", f"/conferencia/{conference_id}"))
+        data = await self._safely(
+            lambda: self._request("GET /conferencia/{id}", f"/conferencia/{conference_id}")
+        )
         if not isinstance(data, dict):
             raise ProviderError("conference answered without an object")
         return parse_conference(data, fallback_id=conference_id)
 
     async def end_conference(self, conference_id: str) -> None:
         try:
-            await self._safely(lambda: self._request("DELETE", f"/conferencia/{conference_id}"))
-        except ProviderNotFound as error:
-            if error.reason != 80:  # 80: no longer active, which is what we wanted
-                raise
+            await self._safely(
+                lambda: self._request("DELETE /conferencia/{id}", f"/conferencia/{conference_id}")
+            )
+        except ProviderNotActive:
+            return  # it had ended already, which is what was asked
 
     async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:
-        reports: list[ConferenceReport] = []
-        position = 0
-        while True:
-            params = {
-                "data_inicio": start.astimezone(UTC).isoformat(),
-                "data_fim": end.astimezone(UTC).isoformat(),
-                "posicao": position,
-                "limite": REPORT_PAGE_LIMIT,
-            }
-            data = await self._safely(
-                lambda p=params: self._request("GET", "/conferencia/relatorio", params=p)  # type: ignore[misc]
-            )
-            page = data.get("relatorio") if isinstance(data, dict) else None
-            items = [i for i in page if isinstance(i, dict)] if isinstance(page, list) else []
-            reports.extend(parse_conference(item) for item in items)
-            if len(items) < REPORT_PAGE_LIMIT:
-                return reports
-            position += len(items)
+        items = await self._report("/conferencia/relatorio", start, end)
+        return [parse_conference(item) for item in items]
+
+    async def calls_report(self, start: datetime, end: datetime) -> list[CallReport]:
+        items = await self._report("/conferencia/chamadas/relatorio", start, end)
+        return [parse_call(item) for item in items]
 
     # --- transport -----------------------------------------------------------------------
+
+    async def _report(self, path: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every entry of a paged report. The end of the data is a page shorter than the limit:
+        the provider does not promise a `total`."""
+        bounds = {"data_inicio": query_time(start), "data_fim": query_time(end, round_up=True)}
+        items: list[dict[str, Any]] = []
+        while True:
+            params = {**bounds, "posicao": len(items), "limite": REPORT_PAGE_LIMIT}
+            request = functools.partial(self._request, f"GET {path}", path, params=params)
+            data = await self._safely(request)
+            page = data.get("relatorio") if isinstance(data, dict) else None
+            entries = page if isinstance(page, list) else []
+            items.extend(entry for entry in entries if isinstance(entry, dict))
+            if len(entries) < REPORT_PAGE_LIMIT:
+                return items
 
     async def _safely(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat a request that is safe to repeat, with jittered backoff, on 429, 5xx and
@@ -173,10 +198,41 @@ class TotalVoiceClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(self, endpoint: str, path: str, **kwargs: Any) -> Any:
+        """One request; `endpoint` ("GET /conferencia/{id}") gives its method and names it in
+        the metrics."""
+        method = endpoint.split(" ", 1)[0]
         await self._limiter.acquire()
-        response = await self._http.request(method, path, **kwargs)
-        return unwrap(response.status_code, response.content)
+        started = time.monotonic()
+        outcome = "transport_error"
+        try:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                raise
+            except httpx.HTTPError as error:  # an answer came, but could not be decoded
+                outcome = "undecodable"
+                raise ProviderError(f"unreadable answer: {type(error).__name__}") from error
+            try:
+                data = unwrap(response.status_code, response.content)
+            except ProviderError as error:
+                outcome = type(error).__name__
+                raise
+            outcome = "ok"
+            return data
+        finally:
+            metrics.PROVIDER_REQUESTS.labels(endpoint, outcome).observe(time.monotonic() - started)
+
+
+def query_time(moment: datetime, *, round_up: bool = False) -> str:
+    """A report bound as the Java SDK sends it, `2018-03-14T03:00:00Z`: whole seconds in UTC;
+    an end bound is rounded up so that its last fraction of a second is still covered."""
+    if moment.tzinfo is None:
+        raise ValueError("report bounds must be timezone-aware")
+    moment = moment.astimezone(UTC)
+    if round_up and moment.microsecond:
+        moment += timedelta(seconds=1)
+    return moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def unwrap(status: int, content: bytes) -> Any:
@@ -187,17 +243,43 @@ def unwrap(status: int, content: bytes) -> Any:
     except ValueError:
         body = None
     envelope = body if isinstance(body, dict) else {}
-    reason = envelope.get("motivo") if isinstance(envelope.get("motivo"), int) else None
+    motivo = envelope.get("motivo")
+    reason = motivo if isinstance(motivo, int) and not isinstance(motivo, bool) else None
     message = str(envelope.get("mensagem") or f"HTTP {status}")[:300]
     if 200 <= status < 300:
         if body is None or envelope.get("sucesso") is False:
             raise ProviderError(f"unexpected answer: {message}", status=status, reason=reason)
         return envelope.get("dados")
-    if status == 429 or (status >= 500 and status != 501):
-        raise ProviderUnavailable(message, status=status, reason=reason)
-    if status == 404 and reason in (60, 80, None):
-        raise ProviderNotFound(message, status=status, reason=reason)
-    raise ProviderRejected(message, status=status, reason=reason)
+    raise error_for(status, reason)(message, status=status, reason=reason)
+
+
+def error_for(status: int, reason: int | None) -> type[ProviderError]:
+    """The error class for a refusal: by HTTP status first, because gateways answer without the
+    envelope; then by `motivo` where one status has several meanings."""
+    if status == 429:
+        return ProviderRateLimited
+    if status == 501:
+        return ProviderNotImplemented
+    if status >= 500:
+        return ProviderUnavailable
+    if reason == 8 and status in (403, 409):
+        return ProviderNotPermitted
+    if status == 404:
+        if reason == 80:
+            return ProviderNotActive
+        if reason == 10:  # the path lacks its id
+            return ProviderInvalidParameter
+        return ProviderNotFound if reason in (60, None) else ProviderRejected
+    return _REFUSALS.get(status, ProviderRejected)
+
+
+_REFUSALS: dict[int, type[ProviderError]] = {
+    400: ProviderInvalidParameter,  # the JSON sent is malformed (motivo 100)
+    402: ProviderNoBalance,
+    403: ProviderAuthFailed,
+    405: ProviderInvalidParameter,  # the provider's "invalid parameter", not "method not allowed"
+    409: ProviderDuplicate,
+}
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -121,6 +121,8 @@ class Participant:
     recording_url: str | None = None
     settled_at: datetime | None = None
     rejection_reason: str | None = None
+    source: str = "command"
+    reconciled_at: datetime | None = None
 
     @property
     def is_settled(self) -> bool:

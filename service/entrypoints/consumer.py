@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
@@ -39,13 +39,16 @@ class CommandConsumer:
         self._dlq_topic = dlq_topic
         self._store = store
         self._clock = clock
+        self._next_offsets: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
-            for records in batch.values():
+            for partition, records in batch.items():
                 for record in records:
                     await self._handle(record)
+                    self._next_offsets[partition] = record.offset + 1
+            self._observe_lag()
             if batch:
                 try:
                     await self._consumer.commit()
@@ -53,6 +56,17 @@ class CommandConsumer:
                     # The group rebalanced under us: the new owner gets these again and
                     # acceptance drops what we already stored.
                     log.warning("command_commit_failed", error=str(error))
+
+    def _observe_lag(self) -> None:
+        """Messages behind the end of each partition, from the last fetch's high watermark."""
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)
+            if highwater is None:
+                continue
+            position = self._next_offsets.get(partition, highwater)
+            metrics.CONSUMER_LAG.labels(partition.topic, str(partition.partition)).set(
+                max(highwater - position, 0)
+            )
 
     async def _handle(self, record: ConsumerRecord) -> None:
         try:

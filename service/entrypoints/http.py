@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -26,10 +27,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 from service.adapters.totalvoice import parse_id
 from service.domain.commands import ConferenceCommand, CreateConference, field_errors
+from service.domain.conference import ConferenceStatus
 from service.entrypoints.openapi import OPENAPI
 from service.entrypoints.problems import Problem
 from service.logging import get_logger
-from service.ports import CommandPublisher, ConferenceReader, IngressStore, WebhookInbox
+from service.ports import (
+    CallerConferences,
+    CommandPublisher,
+    ConferenceFilter,
+    IngressStore,
+    WebhookInbox,
+)
 
 log = get_logger(__name__)
 
@@ -40,11 +48,12 @@ _DEPENDENCY_RETRY_AFTER = 5
 @dataclass
 class ApiDeps:
     ingress: IngressStore
-    reader: ConferenceReader
+    conferences: CallerConferences
     webhooks: WebhookInbox
     publisher: CommandPublisher
     tokens_by_caller: dict[str, str]
     webhook_secret: str
+    webhook_debounce_seconds: float = 1.0
     max_body_bytes: int = 64 * 1024
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     draining: bool = False
@@ -54,11 +63,18 @@ def create_app(deps: ApiDeps) -> Starlette:
     api = _Api(deps)
     routes = [
         Route("/v1/conferences", api.create_conference, methods=["POST"], name="create_conference"),
+        Route("/v1/conferences", api.list_conferences, methods=["GET"], name="list_conferences"),
         Route(
             "/v1/conferences/{conference_id}",
             api.get_conference,
             methods=["GET"],
             name="get_conference",
+        ),
+        Route(
+            "/v1/conferences/{conference_id}",
+            api.cancel_conference,
+            methods=["DELETE"],
+            name="cancel_conference",
         ),
         Route(
             "/v1/webhooks/totalvoice/{secret}",
@@ -162,14 +178,29 @@ class _Api:
 
     async def get_conference(self, request: Request) -> Response:
         caller = self._authenticate(request)
-        try:
-            conference_id = uuid.UUID(request.path_params["conference_id"])
-        except ValueError:
-            raise Problem(404, "no such conference") from None
-        view = await self.deps.reader.get(caller, conference_id)
+        view = await self.deps.conferences.get(caller, _conference_id(request))
         if view is None:
             raise Problem(404, "no such conference")
         return JSONResponse(view)
+
+    async def cancel_conference(self, request: Request) -> Response:
+        caller = self._authenticate(request)
+        conference_id = _conference_id(request)
+        status = await self.deps.conferences.request_cancel(caller, conference_id)
+        if status is None:
+            raise Problem(404, "no such conference")
+        return JSONResponse(
+            {"id": str(conference_id), "status": status, "cancel_requested": True},
+            status_code=202,
+        )
+
+    async def list_conferences(self, request: Request) -> Response:
+        caller = self._authenticate(request)
+        filters, limit = _list_query(request)
+        views, after = await self.deps.conferences.find(caller, filters, limit)
+        return JSONResponse(
+            {"items": views, "next_cursor": None if after is None else _encode_cursor(after)}
+        )
 
     async def provider_webhook(self, request: Request) -> Response:
         if not hmac.compare_digest(
@@ -181,7 +212,14 @@ class _Api:
             raise Problem(422, "a webhook body must be a JSON object", kind="validation")
         conference_ref = parse_id(body.get("conferencia_id"))
         call_ref = parse_id(body.get("chamada_id", body.get("id")))
-        matched = await self.deps.webhooks.record_webhook(conference_ref, call_ref, body)
+        # Someone joining settles nothing; every other callback may mean a call has ended.
+        joined = str(body.get("evento_conferencia", "")).strip().lower() == "entrou"
+        matched = await self.deps.webhooks.record_webhook(
+            conference_ref,
+            call_ref,
+            body,
+            look_in=None if joined else self.deps.webhook_debounce_seconds,
+        )
         metrics.WEBHOOKS_RECEIVED.labels(matched=str(matched).lower()).inc()
         return Response(status_code=204)
 
@@ -244,6 +282,73 @@ class _Api:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError:
             raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
+
+
+def _conference_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["conference_id"])
+    except ValueError:
+        raise Problem(404, "no such conference") from None
+
+
+_LIST_PARAMETERS = {"status", "reference", "created_from", "created_to", "limit", "cursor"}
+
+
+def _list_query(request: Request) -> tuple[ConferenceFilter, int]:
+    query = request.query_params
+    errors = [
+        {"field": name, "message": "unknown query parameter"}
+        for name in query
+        if name not in _LIST_PARAMETERS
+    ]
+
+    def moment(name: str) -> datetime | None:
+        raw = query.get(name)
+        if raw is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            errors.append({"field": name, "message": "must be an ISO 8601 date-time"})
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    status = query.get("status")
+    if status is not None and status not in {s.value for s in ConferenceStatus}:
+        errors.append({"field": "status", "message": "unknown status"})
+    limit_text = query.get("limit", "50")
+    limit = int(limit_text) if limit_text.isdigit() else 0
+    if not 1 <= limit <= 200:
+        errors.append({"field": "limit", "message": "must be a whole number from 1 to 200"})
+    after = None
+    if "cursor" in query:
+        after = _decode_cursor(query["cursor"])
+        if after is None:
+            errors.append({"field": "cursor", "message": "not a cursor this API gave"})
+    filters = ConferenceFilter(
+        status=status,
+        reference=query.get("reference"),
+        created_from=moment("created_from"),
+        created_to=moment("created_to"),
+        after=after,
+    )
+    if errors:
+        raise Problem(422, "the query has invalid parameters", kind="validation", errors=errors)
+    return filters, limit
+
+
+def _encode_cursor(after: tuple[datetime, uuid.UUID]) -> str:
+    raw = orjson.dumps([after[0].isoformat(), str(after[1])])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        moment, conference_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(moment), uuid.UUID(conference_id)
+    except (ValueError, TypeError):
+        return None
 
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:

@@ -3,6 +3,7 @@
 import argparse
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -81,11 +82,16 @@ def main(argv: list[str]) -> int:
         time_scale=args.time_scale,
         seed=seed,
         scenario=scenario,
+        id_offset=args.id_offset,
     )
     print(
         f"simulator: http://{args.host}:{args.port} seed={seed} time_scale={args.time_scale}",
         file=sys.stderr,
     )
+    # uvicorn re-raises the signal that stopped it after draining; a handler of our own
+    # receives it, so a SIGTERM ends the simulator with exit code 0.
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, lambda signum, frame: None)
     uvicorn.run(create_app(config), host=args.host, port=args.port, lifespan="on")
     return 0
 
@@ -112,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="simulated seconds per real second (60: a 5-minute call lasts 5 s)",
     )
     parser.add_argument("--seed", type=int, help="makes every random choice repeatable")
+    parser.add_argument(
+        "--id-offset",
+        type=int,
+        default=0,
+        help="added to every conference and call id (simulators sharing one database)",
+    )
     parser.add_argument("--scenario", metavar="FILE", help="a JSON scenario (format below)")
     return parser
 

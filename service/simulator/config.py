@@ -18,5 +18,8 @@ class SimulatorConfig:
     # The account id the provider echoes as `cli` and `cliente_id`.
     client_id: int = 2150
     recording_base_url: str = "https://recordings.simulator.invalid/"
+    # Added to every id: simulators that share one service database must not reuse ids, as
+    # one real provider account never does.
+    id_offset: int = 0
     # Where webhooks go; tests pass an httpx.MockTransport to receive them in-process.
     webhook_transport: httpx.AsyncBaseTransport | None = None

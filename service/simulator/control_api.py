@@ -137,6 +137,8 @@ async def _requests(request: Request) -> Response:
                 "conference_id": received.conference_id,
                 "body": received.body,
                 "at": received.at.isoformat(),
+                "received_at": received.received_at.isoformat(),
+                "user_agent": received.user_agent,
             }
             for received in latest
         ]

@@ -19,6 +19,10 @@ class ReceivedRequest:
     conference_id: int | None
     body: Any
     at: datetime
+    # When the request arrived and who sent it: tests use them to prove that two workers never
+    # worked on one conference at the same time.
+    received_at: datetime
+    user_agent: str
 
 
 class RequestJournal:

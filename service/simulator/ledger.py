@@ -22,10 +22,10 @@ class Conference:
 class Ledger:
     """Ids keep growing across resets so a long-running client never sees one reused."""
 
-    def __init__(self, recording_base_url: str) -> None:
+    def __init__(self, recording_base_url: str, id_offset: int = 0) -> None:
         self._recording_base_url = recording_base_url
-        self._next_conference_id = _FIRST_CONFERENCE_ID
-        self._next_call_id = _FIRST_CALL_ID
+        self._next_conference_id = _FIRST_CONFERENCE_ID + id_offset
+        self._next_call_id = _FIRST_CALL_ID + id_offset
         self.conferences: dict[int, Conference] = {}
         self.calls: dict[int, Call] = {}
         self.dials: Counter[tuple[int, str]] = Counter()

@@ -64,6 +64,7 @@ def _route(path: str, method: str, endpoint: str, handler: Handler) -> Route:
 def _provider_endpoint(endpoint: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def respond(request: Request) -> Response:
         simulation: Simulation = request.app.state.simulation
+        received_at = datetime.now(SAO_PAULO)
         body = await request.body()
         status = CLIENT_GAVE_UP
         try:
@@ -81,6 +82,8 @@ def _provider_endpoint(endpoint: str, handler: Handler) -> Callable[[Request], A
                     conference_id=_conference_in(request),
                     body=_loggable(body),
                     at=datetime.now(SAO_PAULO),
+                    received_at=received_at,
+                    user_agent=request.headers.get("user-agent", ""),
                 )
             )
 

@@ -46,7 +46,7 @@ class Simulation:
         self.draw = random.Random(f"{self.seed}:requests")
         self.clock = SimulatedClock(config.time_scale)
         self.scenario = config.scenario
-        self.ledger = Ledger(config.recording_base_url)
+        self.ledger = Ledger(config.recording_base_url, config.id_offset)
         self.journal = RequestJournal()
         self.webhooks = WebhookRegistry()
         self.poster = WebhookPoster(

@@ -1,5 +1,9 @@
 """Real processes (`python -m service …`) against the local stack's Postgres and Kafka and the
-provider simulator, all talking over real sockets. `make test` starts the stack first."""
+provider simulator, all talking over real sockets. `make test` starts the stack first.
+
+A *lane* is one isolated deployment: its own database, topics, consumer group, simulator, api
+and workers. Tests that need another configuration open their own.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ class ServiceProcess:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int | None = None
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -61,19 +66,35 @@ class ServiceProcess:
 
 
 @dataclass
-class Stack:
-    env: dict[str, str]
+class Base:
+    """What every lane shares: the database server, the broker, a log folder."""
+
+    admin_database_url: str
+    kafka: str
+    log_dir: Path
+
+
+@dataclass
+class Lane:
+    base: Base
     database_url: str
+    env: dict[str, str]
     commands_topic: str
     events_topic: str
     dlq_topic: str
-    kafka: str
     api_url: str
     simulator_url: str
-    log_dir: Path
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def kafka(self) -> str:
+        return self.base.kafka
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url)
 
     def start(self, name: str, *args: str, **env: str) -> ServiceProcess:
-        log_path = self.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        log_path = self.base.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "service", *args],
@@ -82,63 +103,69 @@ class Stack:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        return ServiceProcess(name, process, log_path)
+        started = ServiceProcess(name, process, log_path)
+        self.processes.append(started)
+        return started
+
+    def start_worker(self, *args: str, **env: str) -> ServiceProcess:
+        port = free_port()
+        worker = self.start("worker", "worker", *args, METRICS_PORT=str(port), **env)
+        worker.metrics_port = port
+        return worker
+
+    def api(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+
+    def simulator(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.simulator_url, timeout=10)
+
+    async def register_webhooks(self) -> None:
+        url = f"{self.api_url}/v1/webhooks/totalvoice/{WEBHOOK_SECRET}"
+        async with httpx.AsyncClient(
+            base_url=self.simulator_url, headers={"Access-Token": SIM_TOKEN}
+        ) as sim:
+            for name in ("chamada_fim", "conferencia"):
+                response = await sim.put(f"/webhook/{name}", json={"url": url})
+                assert response.status_code == 200, response.text
+
+    async def close(self) -> list[tuple[str, int]]:
+        """Stop every process, newest first, and drop the lane's database; the processes that
+        did not exit cleanly, with their exit codes."""
+        unclean = [(p.name, code) for p in reversed(self.processes) if (code := p.stop()) != 0]
+        admin = await asyncpg.connect(self.base.admin_database_url)
+        try:
+            name = self.database_url.rsplit("/", 1)[1]
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        return unclean
 
 
 @pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     database_url = _required("TEST_DATABASE_URL")
     kafka = _required("KAFKA_BOOTSTRAP_SERVERS")
-    run = uuid.uuid4().hex[:8]
-    topics = {
-        "commands": f"conference.commands.e2e-{run}",
-        "events": f"conference.events.e2e-{run}",
-        "dlq": f"conference.commands.dlq.e2e-{run}",
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
+    return Base(database_url, kafka, tmp_path_factory.mktemp("logs"))
+
+
+async def _fresh_database(base: Base, name: str) -> str:
+    """A new, migrated database: each lane is one deployment, and deployments never share."""
+    admin = await asyncpg.connect(base.admin_database_url)
     try:
-        await admin.create_topics(
-            [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics.values()]
-        )
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-
-    api_port, sim_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOTALVOICE_"))},
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "KAFKA_COMMANDS_TOPIC": topics["commands"],
-        "KAFKA_EVENTS_TOPIC": topics["events"],
-        "KAFKA_DLQ_TOPIC": topics["dlq"],
-        "KAFKA_CONSUMER_GROUP": f"conference-worker-e2e-{run}",
-        "TOTALVOICE_BASE_URL": f"http://127.0.0.1:{sim_port}",
-        "TOTALVOICE_ACCESS_TOKEN": SIM_TOKEN,
-        "TOTALVOICE_MAX_RPS": "500",
-        "API_TOKENS": f"e2e:{API_TOKEN},other:other-token",
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "POLL_FIRST_SECONDS": "0.5",
-        "POLL_MAX_SECONDS": "2",
-        "DIAL_GRACE_SECONDS": "3",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-    }
+    url = base.admin_database_url.rsplit("/", 1)[0] + f"/{name}"
     migrate = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env=env, capture_output=True
+        [sys.executable, "-m", "service", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
     )
     assert migrate.returncode == 0, migrate.stderr.decode()
-    yield Stack(
-        env=env,
-        database_url=database_url,
-        commands_topic=topics["commands"],
-        events_topic=topics["events"],
-        dlq_topic=topics["dlq"],
-        kafka=kafka,
-        api_url=f"http://127.0.0.1:{api_port}",
-        simulator_url=f"http://127.0.0.1:{sim_port}",
-        log_dir=tmp_path_factory.mktemp("logs"),
-    )
+    return url
 
 
 async def _healthy(url: str) -> bool:
@@ -149,64 +176,116 @@ async def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-async def simulator(stack: Stack) -> AsyncIterator[ServiceProcess]:
-    port = stack.simulator_url.rsplit(":", 1)[1]
-    process = stack.start(
+LaneFactory = Callable[..., Awaitable[Lane]]
+
+
+async def open_lane(
+    base: Base,
+    time_scale: float = 30,
+    workers: int = 1,
+    simulator_args: tuple[str, ...] = (),
+    **settings: str,
+) -> Lane:
+    """Topics, then the simulator, the api and the workers, each waited for with a deadline."""
+    run = uuid.uuid4().hex[:8]
+    topics = {
+        "commands": f"conference.commands.e2e-{run}",
+        "events": f"conference.events.e2e-{run}",
+        "dlq": f"conference.commands.dlq.e2e-{run}",
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics.values()]
+        )
+    finally:
+        await admin.close()
+    database_url = await _fresh_database(base, f"conference_e2e_{run}")
+    api_port, sim_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOTALVOICE_"))},
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": base.kafka,
+        "KAFKA_COMMANDS_TOPIC": topics["commands"],
+        "KAFKA_EVENTS_TOPIC": topics["events"],
+        "KAFKA_DLQ_TOPIC": topics["dlq"],
+        "KAFKA_CONSUMER_GROUP": f"conference-worker-e2e-{run}",
+        "TOTALVOICE_BASE_URL": f"http://127.0.0.1:{sim_port}",
+        "TOTALVOICE_ACCESS_TOKEN": SIM_TOKEN,
+        "TOTALVOICE_MAX_RPS": "1000",
+        "API_TOKENS": f"e2e:{API_TOKEN},other:other-token",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # Production timings divided by the simulator's time scale.
+        "POLL_FIRST_SECONDS": str(5 / time_scale),
+        "POLL_MAX_SECONDS": str(60 / time_scale),
+        "POLL_SAFETY_SECONDS": str(120 / time_scale),
+        "DIAL_GRACE_SECONDS": "3",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        **settings,
+    }
+    lane = Lane(
+        base=base,
+        database_url=database_url,
+        env=env,
+        commands_topic=topics["commands"],
+        events_topic=topics["events"],
+        dlq_topic=topics["dlq"],
+        api_url=f"http://127.0.0.1:{api_port}",
+        simulator_url=f"http://127.0.0.1:{sim_port}",
+    )
+    lane.start(
         "simulator",
         "simulator",
         "--port",
-        port,
+        str(sim_port),
         "--token",
         SIM_TOKEN,
         "--time-scale",
-        "30",
+        str(time_scale),
         "--seed",
         "7",
+        "--id-offset",
+        str(int(run, 16) % 10**6 * 10**6),
+        *simulator_args,
     )
     await eventually(
-        lambda: _healthy(f"{stack.simulator_url}/_simulator/health"), 30, "the simulator"
+        lambda: _healthy(f"{lane.simulator_url}/_simulator/health"), 30, "the simulator"
     )
-    yield process
-    process.stop()
+    lane.start("api", "api", "--port", str(api_port))
+    await eventually(lambda: _healthy(f"{lane.api_url}/readyz"), 60, "the api to be ready")
+    for _ in range(workers):
+        lane.start_worker()
+    return lane
 
 
 @pytest.fixture(scope="session")
-async def api(stack: Stack, simulator: ServiceProcess) -> AsyncIterator[ServiceProcess]:
-    port = stack.api_url.rsplit(":", 1)[1]
-    process = stack.start("api", "api", "--port", port)
-    await eventually(lambda: _healthy(f"{stack.api_url}/readyz"), 60, "the api to be ready")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-
-
-@pytest.fixture(scope="session")
-async def worker(stack: Stack, api: ServiceProcess) -> AsyncIterator[ServiceProcess]:
-    process = stack.start("worker", "worker")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
+async def lane(base: Base) -> AsyncIterator[Lane]:
+    """The default lane, shared by the tests that need nothing special."""
+    default = await open_lane(base)
+    yield default
+    unclean = await default.close()
+    assert not unclean, unclean
 
 
 @pytest.fixture
-async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(stack.database_url)
+async def db(lane: Lane) -> AsyncIterator[asyncpg.Connection]:
+    """The default lane's database."""
+    connection = await lane.connect()
     yield connection
     await connection.close()
 
 
 @pytest.fixture
-async def sim(stack: Stack, simulator: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.simulator_url, timeout=10) as client:
+async def sim(lane: Lane) -> AsyncIterator[httpx.AsyncClient]:
+    async with lane.simulator() as client:
         yield client
 
 
 @pytest.fixture
-async def client(
-    stack: Stack, api: ServiceProcess, worker: ServiceProcess
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
-    ) as client:
+async def client(lane: Lane) -> AsyncIterator[httpx.AsyncClient]:
+    async with lane.api() as client:
         yield client
 
 

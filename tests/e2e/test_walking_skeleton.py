@@ -9,48 +9,14 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.e2e.conftest import Stack, ledger_calls
+from tests.e2e.conftest import Lane, ledger_calls
+from tests.e2e.topics import events_by_conference
 from tests.waiting import eventually
 
 
-async def events_for(
-    stack: Stack, conference_id: str, until_type: str, timeout: float = 60
-) -> list[dict[str, Any]]:
-    """Every event of one conference on the events topic, read from the start, once
-    `until_type` has arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(stack.events_topic, p)
-            for p in (await consumer._client.fetch_all_metadata()).partitions_for_topic(
-                stack.events_topic
-            )
-            or ()
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        seen: list[dict[str, Any]] = []
-
-        async def final_seen() -> list[dict[str, Any]] | None:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    event = orjson.loads(record.value)
-                    if event["conference_id"] == conference_id:
-                        assert record.key == conference_id.encode()
-                        seen.append(event)
-            return seen if any(e["type"] == until_type for e in seen) else None
-
-        return await eventually(final_seen, timeout, f"{until_type} on {stack.events_topic}")
-    finally:
-        await consumer.stop()
-
-
 async def test_conference_posted_over_http_is_completed_billed_and_published(
-    stack: Stack, client: httpx.AsyncClient, sim: httpx.AsyncClient, db: asyncpg.Connection
+    lane: Lane, client: httpx.AsyncClient, sim: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     await sim.put(
         "/_simulator/scenario",
@@ -119,7 +85,7 @@ async def test_conference_posted_over_http_is_completed_billed_and_published(
     )
     assert all(r["caller"] == "e2e" and r["reference"] == "ticket-8812" for r in rows)
 
-    events = await events_for(stack, conference_id, "conference.completed")
+    events = (await events_by_conference(lane, {conference_id}))[conference_id]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["type"] == "conference.accepted"
     final = events[-1]
@@ -132,7 +98,7 @@ async def test_conference_posted_over_http_is_completed_billed_and_published(
 
 
 async def test_bad_input_is_refused_and_never_published(
-    stack: Stack, client: httpx.AsyncClient, db: asyncpg.Connection
+    lane: Lane, client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     key = f"bad-{uuid.uuid4()}"
     response = await client.post(

@@ -32,7 +32,7 @@ async def client(
     app = create_app(
         ApiDeps(
             ingress=store,
-            reader=store,
+            conferences=store,
             webhooks=store,
             publisher=publisher,
             tokens_by_caller={"billing": "s3cret-token", "support": "other-token"},

@@ -1,31 +1,68 @@
 """The provider client's parsers on every JSON example of the seed and the provider notes, and on
-hostile bodies: values come out exact, and nothing but the client's own errors escapes."""
+hostile bodies: values come out exact, and nothing but the client's own errors escapes. The seed's
+envelopes are also served to the client itself through `httpx.MockTransport` (no network)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.totalvoice import parse_conference, parse_seconds, unwrap
+from service.adapters.totalvoice import (
+    RateLimiter,
+    TotalVoiceClient,
+    parse_call,
+    parse_conference,
+    parse_id,
+    parse_number,
+    parse_price,
+    parse_seconds,
+    parse_status,
+    parse_time,
+    query_time,
+    unwrap,
+)
 from service.ports import (
+    DialOutcomeUnknown,
+    ProviderAuthFailed,
+    ProviderDuplicate,
     ProviderError,
+    ProviderInvalidParameter,
+    ProviderNoBalance,
+    ProviderNotActive,
     ProviderNotFound,
+    ProviderNotImplemented,
+    ProviderNotPermitted,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
 )
 
-SEED_CONFERENCE_OBJECT = b"""{
+BRASILIA = timezone(timedelta(hours=-3))
+
+SEED_CALL_OBJECT = b"""{
+    "id": 46132, "conferencia_id": 432, "url_gravacao": "http://fooooo.bar/gravacao.mp3",
+    "numero": "4832830151", "data_criacao": "2016-03-27T15:12:44+03:00", "cli": 3132,
+    "duracao": "00:00:45", "duracao_cobrada": "00:00:60", "duracao_falada": "00:00:35",
+    "status": "atendida", "preco": 0.12, "data_inicio": "2016-03-27T15:13:11+01:00"}"""
+
+SEED_CONFERENCE_OBJECT = (
+    b"""{
     "id": 432, "data_criacao": "2016-03-27T15:12:44+03:00", "data_termino": "2016-03-27T15:12:49+03:00",
-    "chamadas": [{"id": 46132, "conferencia_id": 432, "url_gravacao": "http://fooooo.bar/gravacao.mp3",
-        "numero": "4832830151", "data_criacao": "2016-03-27T15:12:44+03:00", "cli": 3132,
-        "duracao": "00:00:45", "duracao_cobrada": "00:00:60", "duracao_falada": "00:00:35",
-        "status": "atendida", "preco": 0.12, "data_inicio": "2016-03-27T15:13:11+01:00"}]}"""
+    "chamadas": [%s]}"""
+    % SEED_CALL_OBJECT
+)
+
+SEED_CREATE_RESPONSE = b"""{"status": 200, "sucesso": true, "motivo": 0,
+    "mensagem": "conferencia criado com sucesso", "dados": {"id": 4921}}"""
 
 SEED_GET_RESPONSE = b"""{"status": 200, "sucesso": true, "motivo": 0, "mensagem": "dados retornados com sucesso",
     "dados": {"id": 432, "numero_destino": "4832830151", "data_criacao": "2016-03-27T15:12:44+03:00",
@@ -35,40 +72,226 @@ SEED_GET_RESPONSE = b"""{"status": 200, "sucesso": true, "motivo": 0, "mensagem"
         "preco": 0.12, "url_conferencia": "http://fooooo.bar/conferencia.mp3",
         "resposta_usuario": true, "resposta": "8"}}"""
 
+SEED_REPORT_RESPONSE = b"""{"status": 200, "sucesso": true, "motivo": 0, "mensagem": "dados retornados com sucesso",
+  "dados": {"relatorio": [
+      {"id": 432, "numero_destino": "4832830151", "data_criacao": "2016-03-27T15:12:44+03:00",
+        "data_inicio": "2016-03-27T15:12:49+03:00", "tipo": "fixo", "status": "atendida",
+        "duracao_segundos": 45, "duracao": "00:00:45", "duracao_cobrada_segundos": 60,
+        "duracao_cobrada": "00:00:60", "duracao_falada_segundos": 35, "duracao_falada": "00:00:35",
+        "preco": 0.12, "url_conferencia": "http://fooooo.bar/conferencia.mp3",
+        "resposta_usuario": true, "resposta": "8"},
+      {"id": 432, "numero_destino": "4832830151", "data_criacao": "2016-03-27T15:12:44+03:00",
+        "data_inicio": "2016-03-27T15:12:49+03:00", "tipo": "fixo", "status": "ocupado",
+        "duracao_segundos": 10, "duracao": "00:00:10", "duracao_cobrada_segundos": null,
+        "duracao_cobrada": null, "duracao_falada_segundos": null, "duracao_falada": null,
+        "preco": 0, "url_conferencia": "http://fooooo.bar/conferencia.mp3",
+        "resposta_usuario": true, "resposta": null}]}}"""
+
+# The provider notes (shared/provider/totalvoice-api.md), sections 1.4a, 2.1, 2.5 and 5.4.
+NOTES_CONFERENCE_OBJECT = b"""{"id":432,"data_criacao":"2016-03-27T15:12:44+03:00","data_termino":"2016-03-27T15:12:49+03:00",
+ "chamadas":[{"id":46132,"conferencia_id":432,"url_gravacao":"http://x/gravacao.mp3","numero":"+5510999999999",
+              "data_criacao":"2016-03-27T15:12:44+03:00","cli":3132,"duracao":"00:00:45","duracao_cobrada":"00:00:60",
+              "duracao_falada":"00:00:35","status":"atendida","preco":0.12,"data_inicio":"2016-03-27T15:13:11+01:00"}]}"""
+NOTES_SUCCESS = b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"\xc3\xa1udio criado com sucesso","dados":{"id":4921}}'
+NOTES_SUCCESS_WITHOUT_DADOS = (
+    b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"escuta criada com sucesso"}'
+)
+NOTES_INVALID_TOKEN = b'{"status":403,"sucesso":false,"motivo":40,"mensagem":"access token inv\xc3\xa1lido","dados":null}'
+NOTES_CONFERENCE_EVENT = b"""{"data_criacao":"2019-09-06T18:48:05","evento_conferencia":"Entrou","numero":"+5510999999999",
+   "gravar_audio":false,"conferencia_id":42874,"chamada_id":"37823279","cliente_id":2150}"""
+
+
+def provider_json(body: bytes) -> Any:
+    """As the client reads a body: floats as their decimal text."""
+    return json.loads(body, parse_float=Decimal)
+
+
+Answer = Callable[[httpx.Request], httpx.Response]
+ClientFor = Callable[[Answer], TotalVoiceClient]
+
+
+def replying(body: bytes, seen: list[httpx.Request] | None = None) -> Answer:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return httpx.Response(200, content=body)
+
+    return answer
+
+
+def raising(error: Exception) -> Answer:
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return answer
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[ClientFor]:
+    """Clients whose provider is `answer`, in memory."""
+    opened: list[TotalVoiceClient] = []
+
+    def client_for(answer: Answer) -> TotalVoiceClient:
+        http = httpx.AsyncClient(
+            transport=httpx.MockTransport(answer),
+            base_url="https://provider.test",
+            headers={"Access-Token": "token"},
+        )
+        opened.append(TotalVoiceClient(http, RateLimiter(1000)))
+        return opened[-1]
+
+    yield client_for
+    for client in opened:
+        await client.aclose()
+
+
+# --- the seed's examples -------------------------------------------------------------------
+
 
 def test_seed_conference_object_parses_with_exact_values() -> None:
-    report = parse_conference(json.loads(SEED_CONFERENCE_OBJECT, parse_float=Decimal))
+    report = parse_conference(provider_json(SEED_CONFERENCE_OBJECT))
 
     assert report.provider_conference_id == "432"
+    assert report.created_at == datetime(2016, 3, 27, 12, 12, 44, tzinfo=UTC)
     assert report.ended_at == datetime(2016, 3, 27, 12, 12, 49, tzinfo=UTC)
+    assert not report.is_open
     [call] = report.calls
+    assert call == parse_call(provider_json(SEED_CALL_OBJECT))
+
+
+def test_seed_call_object_parses_with_exact_values() -> None:
+    call = parse_call(provider_json(SEED_CALL_OBJECT))
+
     assert (call.call_id, call.number, call.status) == ("46132", "+554832830151", "atendida")
     assert (call.duration_seconds, call.billed_seconds, call.talk_seconds) == (45, 60, 35)
     assert call.price == Decimal("0.12")
     assert call.started_at == datetime(2016, 3, 27, 14, 13, 11, tzinfo=UTC)
-    assert call.is_settled
+    assert call.recording_url == "http://fooooo.bar/gravacao.mp3"
+    assert call.is_settled and call.billed_price == Decimal("0.12")
 
 
-def test_seed_get_example_in_the_audio_shape_reads_as_one_call() -> None:
-    report = parse_conference(unwrap(200, SEED_GET_RESPONSE))
+async def test_seed_create_answer_gives_the_conference_id_for_an_empty_body(
+    client_for: ClientFor,
+) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(replying(SEED_CREATE_RESPONSE, seen))
 
+    assert await client.create_conference() == "4921"
+
+    [request] = seen
+    assert (request.method, request.url.path, json.loads(request.content)) == (
+        "POST",
+        "/conferencia",
+        {},
+    )
+    assert request.headers["Access-Token"] == "token"
+
+
+async def test_seed_get_example_in_the_audio_shape_reads_as_one_call(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(replying(SEED_GET_RESPONSE))
+
+    report = await client.get_conference("432")
+
+    assert report == parse_conference(unwrap(200, SEED_GET_RESPONSE))
+    assert (report.provider_conference_id, report.is_open) == ("432", True)
+    assert report.created_at == datetime(2016, 3, 27, 12, 12, 44, tzinfo=UTC)
     [call] = report.calls
-    assert (call.number, call.billed_seconds, call.price) == ("+554832830151", 60, Decimal("0.12"))
-    assert report.is_open
+    assert (call.call_id, call.number, call.status) == (None, "+554832830151", "atendida")
+    assert call.started_at == datetime(2016, 3, 27, 12, 12, 49, tzinfo=UTC)
+    assert (call.duration_seconds, call.billed_seconds, call.talk_seconds) == (45, 60, 35)
+    assert (call.price, call.recording_url) == (Decimal("0.12"), None)
 
 
-def test_report_entry_with_null_billing_is_a_settled_unbilled_call() -> None:
-    entry = {
-        "id": "432",
-        "numero_destino": "4832830151",
-        "status": "ocupado",
-        "duracao_segundos": 10,
-        "duracao_cobrada_segundos": None,
-        "duracao_cobrada": None,
-        "preco": 0,
+async def test_seed_report_example_reads_both_entries_and_one_short_page(
+    client_for: ClientFor,
+) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(replying(SEED_REPORT_RESPONSE, seen))
+    start = datetime(2018, 3, 14, tzinfo=BRASILIA)
+
+    answered, busy = await client.conference_report(start, start + timedelta(days=1))
+
+    [answered_call] = answered.calls
+    assert (answered_call.status, answered_call.billed_seconds) == ("atendida", 60)
+    assert (answered_call.price, answered_call.talk_seconds) == (Decimal("0.12"), 35)
+    [busy_call] = busy.calls
+    assert (busy_call.status, busy_call.duration_seconds) == ("ocupado", 10)
+    assert (busy_call.billed_seconds, busy_call.talk_seconds) == (None, None)
+    assert busy_call.price == Decimal("0")
+    assert busy_call.is_settled and busy_call.billed_price == Decimal("0")
+    [request] = seen
+    assert dict(request.url.params) == {
+        "data_inicio": "2018-03-14T03:00:00Z",
+        "data_fim": "2018-03-15T03:00:00Z",
+        "posicao": "0",
+        "limite": "200",
     }
-    [call] = parse_conference(entry).calls
-    assert call.is_settled and call.billed_price == Decimal("0") and call.billed_seconds is None
+
+
+async def test_calls_report_reads_the_call_objects(client_for: ClientFor) -> None:
+    body = b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"ok","dados":{"relatorio":[%s]}}'
+    client = client_for(replying(body % SEED_CALL_OBJECT))
+    start = datetime(2016, 3, 27, tzinfo=UTC)
+
+    assert await client.calls_report(start, start + timedelta(days=1)) == [
+        parse_call(provider_json(SEED_CALL_OBJECT))
+    ]
+
+
+# --- the provider notes' examples ----------------------------------------------------------
+
+
+def test_notes_conference_object_keeps_an_e164_number() -> None:
+    [call] = parse_conference(provider_json(NOTES_CONFERENCE_OBJECT)).calls
+
+    # +55 10 is no Brazilian area code, so the number is kept as the provider wrote it.
+    assert (call.number, call.billed_seconds, call.price) == ("+5510999999999", 60, Decimal("0.12"))
+
+
+def test_notes_envelopes_give_their_data_even_when_it_is_missing() -> None:
+    assert unwrap(200, NOTES_SUCCESS) == {"id": 4921}
+    assert unwrap(200, NOTES_SUCCESS_WITHOUT_DADOS) is None
+    with pytest.raises(ProviderAuthFailed):
+        unwrap(403, NOTES_INVALID_TOKEN)
+
+
+@pytest.mark.parametrize("body", [NOTES_SUCCESS_WITHOUT_DADOS, b'{"sucesso":true,"dados":null}'])
+async def test_ending_needs_no_data_in_the_answer(client_for: ClientFor, body: bytes) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(replying(body, seen))
+
+    await client.end_conference("4921")
+
+    assert [(request.method, request.url.path) for request in seen] == [
+        ("DELETE", "/conferencia/4921")
+    ]
+
+
+def test_notes_conference_event_reads_with_the_webhook_parsers() -> None:
+    event = provider_json(NOTES_CONFERENCE_EVENT)
+
+    assert parse_id(event["conferencia_id"]) == "42874"
+    assert parse_id(event["chamada_id"]) == "37823279"
+    assert parse_time(event["data_criacao"]) == datetime(2019, 9, 6, 18, 48, 5, tzinfo=BRASILIA)
+    assert parse_number(event["numero"]) == "+5510999999999"
+
+
+def test_notes_call_end_leg_reads_as_a_billed_call() -> None:
+    # `chamada_fim`'s `destino` leg with the values the notes give (section 5.4).
+    leg = provider_json(
+        b"""{"data_inicio":"2019-09-06T13:34:57.000-03:00","numero":"48999999999","tipo":"movel",
+        "status":"atendida","duracao_segundos":null,"duracao":"00:00:24","duracao_cobrada_segundos":null,
+        "duracao_cobrada":"00:01:00","duracao_falada_segundos":null,"duracao_falada":"00:00:24",
+        "preco":0.35,"motivo_desconexao":"16. normal"}"""
+    )
+
+    call = parse_call(leg)
+
+    assert (call.number, call.status, call.price) == ("+5548999999999", "atendida", Decimal("0.35"))
+    assert (call.duration_seconds, call.billed_seconds, call.talk_seconds) == (24, 60, 24)
+    assert call.started_at == datetime(2019, 9, 6, 16, 34, 57, tzinfo=UTC)
 
 
 def test_webhook_style_values_parse() -> None:
@@ -88,9 +311,7 @@ def test_webhook_style_values_parse() -> None:
             ],
         }
     )
-    assert report.created_at == datetime(
-        2019, 9, 6, 18, 48, 5, tzinfo=timezone(timedelta(hours=-3))
-    )
+    assert report.created_at == datetime(2019, 9, 6, 18, 48, 5, tzinfo=BRASILIA)
     [call] = report.calls
     assert (call.call_id, call.status, call.price, call.billed_seconds) == (
         "37823279",
@@ -100,12 +321,18 @@ def test_webhook_style_values_parse() -> None:
     )
 
 
+# --- one value at a time -------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("seconds", "hms", "expected"),
     [
         (None, "00:00:60", 60),
+        (None, "00:01:00", 60),
+        (None, "00:00:24", 24),
         (None, "01:02:03", 3723),
         (45, "00:00:99", 45),
+        (Decimal("60"), None, 60),
         ("12", None, 12),
         (None, None, None),
         (None, "garbage", None),
@@ -118,18 +345,136 @@ def test_durations(seconds: object, hms: object, expected: int | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"0.12", Decimal("0.12")),  # a float in the call objects
+        (b"0.35", Decimal("0.35")),
+        (b"0", Decimal("0")),  # an unanswered call
+        (b"null", None),  # mid-call
+        (b"100.00", Decimal("100.00")),  # GET /saldo
+        (b'"0.060"', Decimal("0.060")),  # the account's tariffs are strings
+        (b'"56.8616"', Decimal("56.8616")),  # the low-balance webhook
+        (b'"0,35"', Decimal("0.35")),
+        (b"-1", None),
+        (b'"NaN"', None),
+        (b'"abc"', None),
+        (b"true", None),
+    ],
+)
+def test_prices_are_exact_decimals_from_their_text(text: bytes, expected: Decimal | None) -> None:
+    price = parse_price(provider_json(text))
+
+    assert price == expected
+    if expected is not None:
+        assert str(price) == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (4921, "4921"),
+        ("37823279", "37823279"),
+        (" 42 ", "42"),
+        (Decimal("432"), "432"),
+        (Decimal("1.5"), None),
+        ("abc", None),
+        (True, None),
+        (None, None),
+    ],
+)
+def test_ids_are_numbers_or_numeric_strings(value: object, expected: str | None) -> None:
+    assert parse_id(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("4832830151", "+554832830151"),
+        ("48999999999", "+5548999999999"),
+        ("11912341234", "+5511912341234"),
+        ("+5548999999999", "+5548999999999"),
+        (4832830151, "+554832830151"),  # the docs' table types `numero` as an integer
+        ("+5510999999999", "+5510999999999"),
+        ("4000", "4000"),  # an extension (ramal)
+        ("", None),
+        (None, None),
+    ],
+)
+def test_numbers_come_out_in_e164(value: object, expected: str | None) -> None:
+    assert parse_number(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2016-03-27T15:12:44+03:00", datetime(2016, 3, 27, 12, 12, 44, tzinfo=UTC)),
+        ("2018-08-02T10:49:30-03:00", datetime(2018, 8, 2, 13, 49, 30, tzinfo=UTC)),
+        ("2019-05-22T09:18:44.000-03:00", datetime(2019, 5, 22, 12, 18, 44, tzinfo=UTC)),
+        ("2019-05-22T09:18:44.250-03:00", datetime(2019, 5, 22, 12, 18, 44, 250000, tzinfo=UTC)),
+        ("2019-09-06T17:21:33", datetime(2019, 9, 6, 20, 21, 33, tzinfo=UTC)),  # Brasília
+        ("2021-04-08T17:21:20Z", datetime(2021, 4, 8, 17, 21, 20, tzinfo=UTC)),
+        ("2018-03-14", datetime(2018, 3, 14, 3, tzinfo=UTC)),
+        ("", None),
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_times_with_and_without_offsets(value: object, expected: datetime | None) -> None:
+    parsed = parse_time(value)
+
+    assert parsed == expected
+    assert parsed is None or parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Atendida", "atendida"),
+        (" sem resposta ", "sem resposta"),
+        ("não existe", "não existe"),
+        ("", None),
+        (None, None),
+        (3, None),
+    ],
+)
+def test_statuses_are_lowercase_words(value: object, expected: str | None) -> None:
+    assert parse_status(value) == expected
+
+
+def test_report_bounds_are_whole_utc_seconds_covering_the_period() -> None:
+    moment = datetime(2018, 3, 14, 0, 0, 0, 250000, tzinfo=BRASILIA)
+
+    assert query_time(moment) == "2018-03-14T03:00:00Z"
+    assert query_time(moment, round_up=True) == "2018-03-14T03:00:01Z"
+    with pytest.raises(ValueError):
+        query_time(datetime(2018, 3, 14))
+
+
+# --- errors --------------------------------------------------------------------------------
+
+GATEWAY_PAGE = b"<html><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+
+
+@pytest.mark.parametrize(
     ("status", "body", "error", "reason"),
     [
+        (403, NOTES_INVALID_TOKEN, ProviderAuthFailed, 40),
         (
             403,
-            b'{"status":403,"sucesso":false,"motivo":40,"mensagem":"access token inv\xc3\xa1lido","dados":null}',
-            ProviderRejected,
-            40,
+            b'{"status":403,"sucesso":false,"motivo":8,"mensagem":"conta desativada"}',
+            ProviderNotPermitted,
+            8,
+        ),
+        (
+            409,
+            b'{"status":409,"sucesso":false,"motivo":8,"mensagem":"sem permiss\xc3\xa3o"}',
+            ProviderNotPermitted,
+            8,
         ),
         (
             402,
             b'{"status":402,"sucesso":false,"motivo":9,"mensagem":"saldo insuficiente"}',
-            ProviderRejected,
+            ProviderNoBalance,
             9,
         ),
         (
@@ -141,25 +486,49 @@ def test_durations(seconds: object, hms: object, expected: int | None) -> None:
         (
             404,
             b'{"status":404,"sucesso":false,"motivo":80,"mensagem":"a conferencia n\xc3\xa3o est\xc3\xa1 ativa"}',
-            ProviderNotFound,
+            ProviderNotActive,
             80,
+        ),
+        (
+            404,
+            b'{"status":404,"sucesso":false,"motivo":10,"mensagem":"qual conferencia? informar ID"}',
+            ProviderInvalidParameter,
+            10,
+        ),
+        (
+            404,
+            b'{"status":404,"sucesso":false,"motivo":90,"mensagem":"rota n\xc3\xa3o encontrada"}',
+            ProviderRejected,
+            90,
+        ),
+        (
+            405,
+            b'{"status":405,"sucesso":false,"motivo":10,"mensagem":"o parametro numero \xc3\xa9 obrigat\xc3\xb3rio"}',
+            ProviderInvalidParameter,
+            10,
         ),
         (
             405,
             b'{"status":405,"sucesso":false,"motivo":11,"mensagem":"numero inv\xc3\xa1lido"}',
-            ProviderRejected,
+            ProviderInvalidParameter,
             11,
         ),
         (
+            400,
+            b'{"status":400,"sucesso":false,"motivo":100,"mensagem":"JSON mal formado"}',
+            ProviderInvalidParameter,
+            100,
+        ),
+        (
             409,
-            b'{"status":409,"sucesso":false,"motivo":20,"mensagem":"duplicado"}',
-            ProviderRejected,
+            b'{"status":409,"sucesso":false,"motivo":20,"mensagem":"login duplicado"}',
+            ProviderDuplicate,
             20,
         ),
         (
             429,
             b'{"status":429,"sucesso":false,"motivo":0,"mensagem":"limite"}',
-            ProviderUnavailable,
+            ProviderRateLimited,
             0,
         ),
         (
@@ -171,20 +540,107 @@ def test_durations(seconds: object, hms: object, expected: int | None) -> None:
         (
             501,
             b'{"status":501,"sucesso":false,"motivo":30,"mensagem":"n\xc3\xa3o implementado"}',
-            ProviderRejected,
+            ProviderNotImplemented,
             30,
         ),
-        (502, b"<html><body>Bad Gateway</body></html>", ProviderUnavailable, None),
         (200, b'{"status":200,"sucesso":false,"motivo":10}', ProviderError, 10),
+        (200, GATEWAY_PAGE, ProviderError, None),
     ],
 )
 def test_envelope_errors_are_typed(
     status: int, body: bytes, error: type[ProviderError], reason: int | None
 ) -> None:
-    with pytest.raises(error) as raised:
+    with pytest.raises(ProviderError) as raised:
         unwrap(status, body)
-    assert raised.value.status == status
-    assert raised.value.reason == reason
+    assert type(raised.value) is error
+    assert (raised.value.status, raised.value.reason) == (status, reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, ProviderInvalidParameter),
+        (402, ProviderNoBalance),
+        (403, ProviderAuthFailed),
+        (404, ProviderNotFound),
+        (405, ProviderInvalidParameter),
+        (409, ProviderDuplicate),
+        (418, ProviderRejected),
+        (429, ProviderRateLimited),
+        (500, ProviderUnavailable),
+        (501, ProviderNotImplemented),
+        (502, ProviderUnavailable),
+        (503, ProviderUnavailable),
+        (504, ProviderUnavailable),
+    ],
+)
+@pytest.mark.parametrize("body", [GATEWAY_PAGE, b"", b"null", b'["not", "an", "envelope"]'])
+def test_answers_without_an_envelope_are_typed_by_status(
+    status: int, error: type[ProviderError], body: bytes
+) -> None:
+    with pytest.raises(ProviderError) as raised:
+        unwrap(status, body)
+    assert type(raised.value) is error
+    assert (raised.value.status, raised.value.reason) == (status, None)
+
+
+def test_specific_errors_keep_the_meaning_of_their_base() -> None:
+    repeatable: list[type[ProviderError]] = [ProviderRateLimited]
+    final: list[type[ProviderError]] = [
+        ProviderAuthFailed,
+        ProviderNotPermitted,
+        ProviderNoBalance,
+        ProviderInvalidParameter,
+        ProviderDuplicate,
+        ProviderNotImplemented,
+        ProviderNotActive,
+    ]
+    assert all(issubclass(error, ProviderUnavailable) for error in repeatable)
+    assert all(issubclass(error, ProviderRejected) for error in final)
+    assert issubclass(ProviderNotActive, ProviderNotFound)
+    assert not any(issubclass(error, DialOutcomeUnknown) for error in repeatable + final)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status":200,"sucesso":false,"motivo":50,"mensagem":"erro"}',
+        b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"chamada criada com sucesso"}',
+        b"<html>OK</html>",
+    ],
+    ids=["not-a-success", "no-call-id", "not-json"],
+)
+async def test_a_dial_answered_but_not_understood_is_an_unknown_outcome(
+    client_for: ClientFor, body: bytes
+) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(replying(body, seen))
+
+    with pytest.raises(DialOutcomeUnknown):
+        await client.add_participant("4921", "4832830151", None, False)
+
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (httpx.ConnectError("refused"), ProviderUnavailable),
+        (httpx.ConnectTimeout("slow"), ProviderUnavailable),
+        (httpx.ReadTimeout("no answer"), DialOutcomeUnknown),
+        (httpx.RemoteProtocolError("closed"), DialOutcomeUnknown),
+        (httpx.DecodingError("gzip"), DialOutcomeUnknown),
+    ],
+)
+async def test_a_dial_that_failed_in_transport_is_unknown_only_once_sent(
+    client_for: ClientFor, failure: Exception, expected: type[ProviderError]
+) -> None:
+    client = client_for(raising(failure))
+
+    with pytest.raises(ProviderError) as raised:
+        await client.add_participant("4921", "4832830151", None, False)
+
+    assert type(raised.value) is expected
 
 
 json_values = st.recursive(
