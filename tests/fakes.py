@@ -56,6 +56,7 @@ class FakeConferenceStore:
         self.command_ids: set[UUID] = set()
         self.ingress: dict[tuple[str, str], IngressRecord] = {}
         self.available = True
+        self.runs: list[list[Any]] = []
 
     # IngressStore
     async def remember(
@@ -182,6 +183,25 @@ class FakeConferenceStore:
             None if next_action_in is None else self.clock() + timedelta(seconds=next_action_in)
         )
         return True
+
+    # ReconcileLedger
+    async def claim_for_reconcile(
+        self, provider_conference_id: str
+    ) -> tuple[Conference | None, bool]:
+        for row in self.rows.values():
+            if row.conference.provider_conference_id == provider_conference_id:
+                row.conference.claim_token = uuid4()
+                return copy.deepcopy(row.conference), True
+        return None, False
+
+    async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
+        self.runs.append([])
+        return len(self.runs)
+
+    async def finish_reconcile_run(
+        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Any]
+    ) -> None:
+        self.runs[run_id - 1] = list(findings)
 
     def conference(self, conference_id: UUID) -> Conference:
         return self.rows[conference_id].conference

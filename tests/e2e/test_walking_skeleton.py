@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Lane, ledger_calls
 from tests.e2e.topics import events_by_conference
@@ -112,3 +113,98 @@ async def test_bad_input_is_refused_and_never_published(
         await db.fetchval("SELECT count(*) FROM ingress_request WHERE idempotency_key = $1", key)
         == 0
     )
+
+
+async def scrape(url: str) -> dict[str, float]:
+    """Every sample of a /metrics page, by `name{labels}`."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if key.split("{")[0] == name and all(w in key for w in wanted)
+    )
+
+
+async def test_metrics_after_a_run_show_each_operational_figure(
+    lane: Lane, client: httpx.AsyncClient
+) -> None:
+    # The conference test above ran through this lane; make sure one more completes here.
+    response = await client.post(
+        "/v1/conferences",
+        headers={"Idempotency-Key": f"metrics-{uuid.uuid4()}"},
+        json={"participants": [{"number": "4832830199"}]},
+    )
+    conference_id = response.json()["id"]
+
+    async def done() -> bool:
+        view = (await client.get(f"/v1/conferences/{conference_id}")).json()
+        return view["status"] == "completed"
+
+    await eventually(done, 60, "the conference to complete")
+    [worker] = [p for p in lane.processes if p.name == "worker"]
+    api = await scrape(f"{lane.api_url}/metrics")
+
+    async def worker_sampled() -> dict[str, float] | None:
+        samples = await scrape(f"http://127.0.0.1:{worker.metrics_port}/metrics")
+        return samples if total(samples, "conference_time_to_final_seconds_count") >= 1 else None
+
+    work = await eventually(worker_sampled, 30, "the worker's metrics")
+
+    assert (
+        total(
+            api,
+            "conference_http_request_duration_seconds_count",
+            route="create_conference",
+            status="202",
+        )
+        >= 1
+    )
+    assert total(api, "conference_commands_accepted_total") >= 1
+    assert total(work, "conference_commands_consumed_total", outcome="accepted") >= 1
+    assert 'conference_commands_consumed_total{outcome="dead_lettered"}' in work
+    assert (
+        total(
+            work,
+            "conference_provider_request_duration_seconds_count",
+            endpoint="GET /conferencia/{id}",
+            outcome="ok",
+        )
+        >= 1
+    )
+    assert (
+        total(
+            work,
+            "conference_provider_request_duration_seconds_count",
+            endpoint="POST /conferencia/{id}",
+            outcome="ok",
+        )
+        >= 1
+    )
+    assert total(work, "conference_polls_per_conference_count") >= 1
+    assert (
+        0
+        < total(work, "conference_time_to_final_seconds_sum")
+        / total(work, "conference_time_to_final_seconds_count")
+        < 60
+    )
+    assert total(work, "conference_finalized_total", status="completed") >= 1
+    assert total(work, "conference_finalized_total", status="unresolved") == 0
+    lags = [v for k, v in work.items() if k.startswith("conference_consumer_lag{")]
+    assert lags and all(v >= 0 for v in lags)
+    for gauge in (
+        "conference_outbox_backlog",
+        "conference_overdue_polls",
+        "conference_reconcile_discrepancies",
+    ):
+        assert f"{gauge}{{}}" in work and work[f"{gauge}{{}}"] >= 0

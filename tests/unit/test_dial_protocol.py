@@ -220,3 +220,36 @@ async def test_busy_participant_is_settled_at_zero_price(
         None,
     )
     assert store.conference(cmd.conference_id).status is ConferenceStatus.COMPLETED
+
+
+async def test_conference_canceled_before_dialing_dials_nobody(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await store.request_cancel("billing-team", cmd.conference_id)
+
+    await step(deps, store)
+
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.CANCELED
+    assert provider.dials == []
+    assert store.event_types(cmd.conference_id)[-1] == "conference.canceled"
+
+
+async def test_conference_canceled_while_talking_is_ended_and_billed(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151", "4832830152")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)
+    await store.request_cancel("billing-team", cmd.conference_id)
+    clock.advance(1)
+    await step(deps, store)
+    assert provider.ended == {"1000"}
+    provider.finish_all(talk=12, price="0.1200")
+    clock.advance(30)
+    await step(deps, store)
+
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.CANCELED
+    assert [p.price for p in conference.participants] == [Decimal("0.1200"), Decimal("0.1200")]

@@ -1,0 +1,66 @@
+"""reconcile on fakes: the ledger is made to match the provider's report, each correction is
+published once, and a conference we never created is reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from service.domain.conference import ConferenceStatus
+from service.handlers import ReconcileDeps, advance_dialing, poll_conference, reconcile_period
+from tests.fakes import FakeCall, FakeClock, FakeConferenceStore, FakeProvider
+from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
+
+PERIOD = (datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 27, tzinfo=UTC))
+
+
+async def finished_conference(
+    store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    from service.handlers import WorkerDeps, accept_command
+
+    deps = WorkerDeps(store, provider, TIMING, clock, lambda: 0.5)
+    cmd = command("4832830151", "4832830152")
+    await accept_command(store, cmd, clock())
+    for conference in await store.claim_due(DIALING_STATUSES, 10, TIMING.lease):
+        await advance_dialing(deps, conference)
+    provider.finish_all(talk=40, price="0.1200")
+    clock.advance(10)
+    for conference in await store.claim_due((ConferenceStatus.IN_PROGRESS,), 10, TIMING.lease):
+        await poll_conference(deps, conference)
+
+
+async def test_reconcile_corrects_adds_reports_and_publishes_each_correction_once() -> None:
+    clock = FakeClock()
+    store, provider = FakeConferenceStore(clock), FakeProvider()
+    await finished_conference(store, provider, clock)
+    deps = ReconcileDeps(store, provider, clock)
+    [conference_id] = store.rows
+
+    clean = await reconcile_period(deps, *PERIOD)
+    assert clean.discrepancies == []
+
+    provider.conferences["1000"][0].price = "0.3400"
+    provider.conferences["1000"].append(
+        FakeCall("9001", "+554835000001", "atendida", 60, 50, 55, "0.1200")
+    )
+    provider.conferences["7777"] = [FakeCall("9002", "+554836000001", "atendida", 60, 5, 9, "0.12")]
+
+    found = await reconcile_period(deps, *PERIOD)
+
+    assert sorted(f.kind for f in found.findings) == [
+        "missing_call",
+        "price_mismatch",
+        "unknown_conference",
+    ]
+    participants = store.conference(conference_id).participants
+    assert [(p.provider_call_id, p.price, p.source) for p in participants] == [
+        ("1001", Decimal("0.3400"), "command"),
+        ("1002", Decimal("0.1200"), "command"),
+        ("9001", Decimal("0.1200"), "reconcile"),
+    ]
+    assert store.event_types(conference_id)[-1] == "conference.reconciled"
+
+    again = await reconcile_period(deps, *PERIOD)
+    assert [f.kind for f in again.findings] == ["unknown_conference"]
+    assert store.event_types(conference_id).count("conference.reconciled") == 1
