@@ -75,6 +75,10 @@ run: migrate ## install, start the stack, migrate, and run simulator + api + wor
 test: stack-up ## install, start the stack, and run the whole suite
 	$(BIN)/pytest -q
 
+.PHONY: chaos
+chaos: stack-up ## the chaos suite with every kill three times (make test runs it once)
+	CHAOS_REPEAT=3 $(BIN)/pytest -q -s tests/chaos
+
 .PHONY: unit
 unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator

@@ -14,10 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service import failpoints
 from service.logging import configure_logging, get_logger
 from service.settings import LogSettings, SettingsError, load
 
 ROLES = ("dial", "poll", "relay")
+# Below Kubernetes' 30 s default grace period, so the worker exits before it is killed.
+WORKER_DRAIN_SECONDS = 25.0
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -78,6 +81,11 @@ def main(argv: list[str]) -> int:
             if not roles or roles - set(ROLES):
                 print(f"--only takes some of {', '.join(ROLES)}", file=sys.stderr)
                 return 2
+            try:
+                failpoints.arm(os.environ.get("FAILPOINTS"))
+            except ValueError as error:
+                print(f"FAILPOINTS: {error}", file=sys.stderr)
+                return 2
             return _run(_run_worker(roles))
         if args.command == "migrate":
             return _migrate()
@@ -108,8 +116,24 @@ async def _serve_api(host: str, port: int) -> int:
     from service.bootstrap import api_deps
     from service.entrypoints.http import create_app
 
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM, /readyz turns 503 first; the server stops accepting only after
+        `API_DRAIN_SECONDS`, so load balancers stop sending before connections are refused.
+        In-flight requests then get uvicorn's graceful shutdown."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if deps.draining:
+                super().handle_exit(sig, frame)
+                return
+            deps.draining = True
+            log.info("api_draining", seconds=drain_seconds)
+            loop.call_later(drain_seconds, super().handle_exit, sig, frame)
+
+    log = get_logger(__name__)
+    drain_seconds = float(os.environ.get("API_DRAIN_SECONDS", "2"))
+    loop = asyncio.get_running_loop()
     async with api_deps() as deps:
-        server = uvicorn.Server(
+        server = DrainingServer(
             uvicorn.Config(
                 create_app(deps),
                 host=host,
@@ -138,8 +162,7 @@ async def _run_worker(roles: set[str]) -> int:
     from prometheus_client import start_http_server
 
     from service.bootstrap import worker_parts
-    from service.domain.conference import ConferenceStatus
-    from service.entrypoints.observer import run_observer
+    from service.entrypoints.housekeeping import run_housekeeping
     from service.entrypoints.relay import run_relay
     from service.entrypoints.schedule import DIALER, POLLER, run_schedule
 
@@ -152,7 +175,9 @@ async def _run_worker(roles: set[str]) -> int:
         if parts.metrics_port:
             # A thread of prometheus_client's own: /metrics answers even if the loop is busy.
             start_http_server(parts.metrics_port)
-        tasks: list[Coroutine[Any, Any, None]] = [run_observer(parts.store, stop)]
+        tasks: list[Coroutine[Any, Any, None]] = [
+            run_housekeeping(parts.store, parts.key_retention_days, stop)
+        ]
         if parts.consumer is not None:
             tasks.append(parts.consumer.run(stop))
         if "dial" in roles:
@@ -161,10 +186,21 @@ async def _run_worker(roles: set[str]) -> int:
             tasks.append(run_schedule("poller", parts.deps, *POLLER, parts.batch, stop))
         if parts.events is not None:
             tasks.append(run_relay(parts.store, parts.events, stop))
-        log.info(
-            "worker_started", roles=sorted(roles), statuses=[s.value for s in ConferenceStatus]
-        )
-        await asyncio.gather(*tasks)
+        log.info("worker_started", roles=sorted(roles))
+        work: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*tasks))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            # Stop taking work; what is in hand gets a bounded time to finish. Anything cut
+            # short is safe: its lease expires and another worker resumes it.
+            log.info("worker_draining", seconds=WORKER_DRAIN_SECONDS)
+            try:
+                await asyncio.wait_for(work, WORKER_DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("worker_drain_timed_out")
+        else:
+            stopping.cancel()
+            work.result()
     log.info("worker_stopped")
     return 0
 

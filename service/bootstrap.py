@@ -100,6 +100,7 @@ class WorkerParts:
     events: KafkaMessagePublisher | None
     batch: int
     metrics_port: int
+    key_retention_days: float
 
 
 @asynccontextmanager
@@ -146,4 +147,12 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             if producer is not None and "relay" in roles
             else None
         )
-        yield WorkerParts(deps, store, consumer, events, worker.claim_batch, worker.metrics_port)
+        yield WorkerParts(
+            deps,
+            store,
+            consumer,
+            events,
+            worker.claim_batch,
+            worker.metrics_port,
+            worker.idempotency_key_retention_days,
+        )

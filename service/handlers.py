@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from service import metrics
+from service import failpoints, metrics
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import (
     CallReport,
@@ -110,6 +110,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     if conference.provider_conference_id is None:
         try:
             conference.provider_conference_id = await provider.create_conference()
+            failpoints.reached("after_create")
         except ProviderUnavailable as error:
             log.warning(
                 "provider_create_deferred", conference_id=str(conference.id), error=str(error)
@@ -137,7 +138,9 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
             participant.dial_started_at = started
         if not await store.save(conference, [], timing.lease, hold=True):
             return
+        failpoints.reached("after_mark_dialing")
         await asyncio.gather(*(_dial(deps, conference, p) for p in pending))
+        failpoints.reached("after_dial")
         deferred = any(p.dial_state is DialState.PENDING for p in pending)
         if deferred:
             await store.save(conference, [], _retry_delay(deps, conference))
@@ -334,6 +337,7 @@ async def _finish(
     if status is ConferenceStatus.UNRESOLVED:
         log.error("conference_unresolved", conference_id=str(conference.id), reason=reason)
     if await deps.store.save(conference, [*(events or []), final], None):
+        failpoints.reached("after_settle")
         metrics.CONFERENCES_FINALIZED.labels(status=status.value).inc()
         metrics.POLLS_PER_CONFERENCE.observe(conference.poll_count)
         metrics.TIME_TO_FINAL.observe(

@@ -235,10 +235,13 @@ class ReconcileLedger(Protocol):
     ) -> None: ...
 
 
-class HealthFigures(Protocol):
+class Housekeeping(Protocol):
     async def health_figures(self) -> tuple[int, int, int]:
         """Events waiting in the outbox, conferences over a minute past their next step, and
         the discrepancies of the latest finished reconcile run."""
+
+    async def prune_idempotency_keys(self, older_than_days: float) -> int:
+        """Forget idempotency keys older than the retention; how many were removed."""
 
 
 class CommandPublisher(Protocol):

@@ -54,6 +54,8 @@ class KafkaSettings(_Group):
     kafka_events_topic: str = "conference.events.v1"
     kafka_dlq_topic: str = "conference.commands.dlq.v1"
     kafka_consumer_group: str = "conference-worker"
+    # How long a silent worker keeps its partitions before the group hands them to another.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000)
     kafka_send_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
@@ -87,6 +89,14 @@ class ApiSettings(_Group):
     webhook_secret: SecretStr
     webhook_debounce_seconds: float = Field(default=1.0, ge=0)
     max_body_bytes: int = 64 * 1024
+    # Admission, per api process (see service/entrypoints/limits.py).
+    caller_rate_limit_per_second: float = Field(default=50.0, gt=0)
+    caller_rate_limit_burst: int = Field(default=100, ge=1)
+    # At least 10: the most participants one conference may ask for.
+    caller_participants_per_minute: int = Field(default=600, ge=10)
+    webhook_max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    # Below DATABASE_POOL_MAX: a webhook flood must leave connections to the conference routes.
+    webhook_max_concurrency: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")
     def _tokens_present(self) -> ApiSettings:
@@ -115,6 +125,8 @@ class WorkerSettings(_Group):
     """Timing of the dial protocol and the poll schedule (seconds), and the metrics port."""
 
     metrics_port: int = Field(default=9090, ge=0, le=65535)
+    # CONTRACT: keys are kept at least 7 days; then a caller may use one again.
+    idempotency_key_retention_days: float = Field(default=7, ge=7)
     poll_first_seconds: float = Field(default=5.0, gt=0)
     poll_max_seconds: float = Field(default=60.0, gt=0)
     # With the provider's webhooks registered, polls are a safety net for lost callbacks.

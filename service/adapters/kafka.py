@@ -54,6 +54,8 @@ def new_consumer(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=200,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_session_timeout_ms // 3,
     )
 
 

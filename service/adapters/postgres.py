@@ -246,6 +246,19 @@ class PostgresStore:
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         payload = command.payload
         async with self._pool.acquire() as connection, connection.transaction():
+            fresh_key = await connection.fetchval(
+                """
+                INSERT INTO command_key (caller, idempotency_key, command_id)
+                VALUES ($1, $2, $3)
+                ON CONFLICT (caller, idempotency_key) DO NOTHING
+                RETURNING true
+                """,
+                command.caller,
+                command.idempotency_key,
+                command.command_id,
+            )
+            if not fresh_key:
+                return False
             row = await connection.fetchrow(
                 f"""
                 INSERT INTO conference AS c (
@@ -499,6 +512,18 @@ class PostgresStore:
                 outcome,
                 summary,
             )
+
+    async def prune_idempotency_keys(self, older_than_days: float) -> int:
+        """Forget keys older than the retention; a caller may then use one again."""
+        pruned = 0
+        async with self._pool.acquire() as connection:
+            for table in ("ingress_request", "command_key"):
+                status = await connection.execute(
+                    f"DELETE FROM {table} WHERE created_at < now() - make_interval(days => $1)",  # noqa: S608 (a constant table name)
+                    int(older_than_days),
+                )
+                pruned += int(status.rsplit(" ", 1)[1])
+        return pruned
 
     async def health_figures(self) -> tuple[int, int, int]:
         async with self._pool.acquire() as connection:

@@ -8,21 +8,38 @@ command id and on caller + idempotency key. Messages that can never be accepted 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from service import metrics
+from service import failpoints, metrics
 from service.domain.commands import ConferenceCommand, field_errors
 from service.handlers import accept_command
 from service.logging import get_logger
 from service.ports import ConferenceStore
 
 log = get_logger(__name__)
+
+
+T = TypeVar("T")
+
+
+async def _until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Repeat until it works. A message is never skipped: while Postgres or the broker is away
+    the partition waits (its offset is not committed), and the lag alert tells someone."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as error:
+            log.warning(f"{what}_retrying", error=repr(error)[:300], delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class CommandConsumer:
@@ -52,10 +69,10 @@ class CommandConsumer:
             if batch:
                 try:
                     await self._consumer.commit()
-                except CommitFailedError as error:
-                    # The group rebalanced under us: the new owner gets these again and
+                except KafkaError as error:
+                    # A rebalance or a broker away: the next owner gets these again and
                     # acceptance drops what we already stored.
-                    log.warning("command_commit_failed", error=str(error))
+                    log.warning("command_commit_failed", error=repr(error)[:300])
 
     def _observe_lag(self) -> None:
         """Messages behind the end of each partition, from the last fetch's high watermark."""
@@ -78,16 +95,10 @@ class CommandConsumer:
             errors = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(error))
             await self._dead_letter(record, "invalid-command", errors)
             return
-        delay = 0.5
-        while True:
-            try:
-                accepted = await accept_command(self._store, command, self._clock())
-                break
-            except (OSError, TimeoutError) as error:
-                # Postgres is away: hold the partition (no commit) until it is back.
-                log.warning("command_accept_retrying", error=type(error).__name__, delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        accepted = await _until_done(
+            "command_accept", lambda: accept_command(self._store, command, self._clock())
+        )
+        failpoints.reached("after_accept")
         metrics.COMMANDS_CONSUMED.labels(outcome="accepted" if accepted else "duplicate").inc()
         log.info(
             "command_consumed",
@@ -102,8 +113,11 @@ class CommandConsumer:
             ("dlq.detail", detail[:1000].encode()),
             ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
-        await self._dlq.send_and_wait(
-            self._dlq_topic, value=record.value, key=record.key, headers=headers
+        await _until_done(
+            "command_dead_letter",
+            lambda: self._dlq.send_and_wait(
+                self._dlq_topic, value=record.value, key=record.key, headers=headers
+            ),
         )
         metrics.COMMANDS_CONSUMED.labels(outcome="dead_lettered").inc()
         log.warning(

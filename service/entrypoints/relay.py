@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from service import failpoints
 from service.entrypoints.schedule import pause
 from service.logging import get_logger
 from service.ports import MessagePublisher, Outbox
@@ -24,6 +25,7 @@ async def run_relay(outbox: Outbox, publisher: MessagePublisher, stop: asyncio.E
             async with outbox.outbox_batch(_BATCH) as messages:
                 if messages:
                     await publisher.publish_many(messages)
+                    failpoints.reached("after_publish")
             sent = len(messages)
         except Exception as error:
             log.warning("relay_batch_failed", error=type(error).__name__)

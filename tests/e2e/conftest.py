@@ -221,6 +221,9 @@ async def open_lane(
         "POLL_MAX_SECONDS": str(60 / time_scale),
         "POLL_SAFETY_SECONDS": str(120 / time_scale),
         "DIAL_GRACE_SECONDS": "3",
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        # A step cut short by a crash or a dependency's restart resumes when its lease ends.
+        "CLAIM_LEASE_SECONDS": "8",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         **settings,
