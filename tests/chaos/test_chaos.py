@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -250,3 +252,23 @@ async def dead_letters(lane: Lane) -> list[bytes]:
     finally:
         await consumer.stop()
     return reasons
+
+
+async def test_sigterm_drains_the_api_and_the_worker(lane: Lane) -> None:
+    worker = lane.start_worker()
+    async with lane.api() as api:
+        accepted = await create_conferences(api, bodies(6))
+        [api_process] = [p for p in lane.processes if p.name == "api"]
+        api_process.process.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            return (await api.get("/readyz")).status_code == 503
+
+        await eventually(draining, 5, "/readyz to turn 503 while the api drains")
+        assert await exited(api_process.process, 30) == 0
+    worker.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert await exited(worker.process, 30) == 0
+    print(f"\nchaos[sigterm]: worker exited in {time.monotonic() - started:.1f}s")
+    lane.start_worker()
+    await check_invariants(lane, accepted, "sigterm")
