@@ -266,7 +266,18 @@ def _dev() -> int:
     sim_port = os.environ.get("SIMULATOR_PORT", "18080")
     # Six simulated seconds a second: a demo call of a minute or two settles in seconds.
     time_scale = os.environ.get("SIMULATOR_TIME_SCALE", "6")
-    simulator = ["simulator", "--port", sim_port, "--time-scale", time_scale]
+    # A restarted simulator must not hand out ids the database already holds for other
+    # conferences (a real provider never reuses one).
+    id_offset = str(int(time.time()) * 1000)
+    simulator = [
+        "simulator",
+        "--port",
+        sim_port,
+        "--time-scale",
+        time_scale,
+        "--id-offset",
+        id_offset,
+    ]
     children = {
         "simulator": [python, "-m", "service", *simulator],
         "api": [python, "-m", "service", "api"],
