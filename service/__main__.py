@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,7 +177,13 @@ async def _run_worker(roles: set[str]) -> int:
             # A thread of prometheus_client's own: /metrics answers even if the loop is busy.
             start_http_server(parts.metrics_port)
         tasks: list[Coroutine[Any, Any, None]] = [
-            run_housekeeping(parts.store, parts.key_retention_days, stop)
+            run_housekeeping(
+                parts.store,
+                f"{socket.gethostname()}-{os.getpid()}",
+                parts.share_budget,
+                parts.key_retention_days,
+                stop,
+            )
         ]
         if parts.consumer is not None:
             tasks.append(parts.consumer.run(stop))

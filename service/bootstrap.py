@@ -4,7 +4,7 @@ in reverse order; the only wiring in the service."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +101,7 @@ class WorkerParts:
     batch: int
     metrics_port: int
     key_retention_days: float
+    share_budget: Callable[[int], None] | None
 
 
 @asynccontextmanager
@@ -155,4 +156,5 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             worker.claim_batch,
             worker.metrics_port,
             worker.idempotency_key_retention_days,
+            provider.share_budget if roles & {"dial", "poll"} else None,
         )

@@ -243,6 +243,11 @@ class Housekeeping(Protocol):
     async def prune_idempotency_keys(self, older_than_days: float) -> int:
         """Forget idempotency keys older than the retention; how many were removed."""
 
+    async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
+        """Record that this worker is alive; how many are, itself included."""
+
+    async def withdraw(self, worker_id: str) -> None: ...
+
 
 class CommandPublisher(Protocol):
     async def publish_command(self, command: ConferenceCommand) -> None:

@@ -56,7 +56,8 @@ class KafkaSettings(_Group):
     kafka_consumer_group: str = "conference-worker"
     # How long a silent worker keeps its partitions before the group hands them to another.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000)
-    kafka_send_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Below the callers' own HTTP timeouts: a 503 they can retry beats a hung request.
+    kafka_send_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

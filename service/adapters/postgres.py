@@ -525,6 +525,26 @@ class PostgresStore:
                 pruned += int(status.rsplit(" ", 1)[1])
         return pruned
 
+    async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
+        """Say this worker is alive; how many workers are (itself included)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                """
+                INSERT INTO worker_presence (worker_id) VALUES ($1)
+                ON CONFLICT (worker_id) DO UPDATE SET seen_at = now()
+                """,
+                worker_id,
+            )
+            await connection.execute(
+                "DELETE FROM worker_presence WHERE seen_at < now() - make_interval(secs => $1)",
+                stale_after_seconds,
+            )
+            return int(await connection.fetchval("SELECT count(*) FROM worker_presence"))
+
+    async def withdraw(self, worker_id: str) -> None:
+        async with self._pool.acquire() as connection:
+            await connection.execute("DELETE FROM worker_presence WHERE worker_id = $1", worker_id)
+
     async def health_figures(self) -> tuple[int, int, int]:
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(

@@ -57,10 +57,16 @@ class RateLimiter:
     """A token bucket: at most `rate` requests a second, with bursts of up to one second's worth."""
 
     def __init__(self, rate: float) -> None:
+        self.budget = rate
         self.rate = rate
         self._tokens = rate
         self._updated = time.monotonic()
         self._lock = asyncio.Lock()
+
+    def share(self, holders: int) -> None:
+        """The budget is shared by `holders` processes: take only this one's part of it."""
+        self.rate = self.budget / max(holders, 1)
+        self._tokens = min(self._tokens, self.rate)
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -100,6 +106,10 @@ class TotalVoiceClient:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
         return cls(http, RateLimiter(max_rps))
+
+    def share_budget(self, workers: int) -> None:
+        """`TOTALVOICE_MAX_RPS` holds across all workers: each takes its share."""
+        self._limiter.share(workers)
 
     async def aclose(self) -> None:
         await self._http.aclose()

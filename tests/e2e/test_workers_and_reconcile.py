@@ -17,6 +17,7 @@ from typing import Any
 from tests.e2e.conftest import ROOT, Base, Lane, open_lane
 from tests.e2e.helpers import create_conferences, ledger, wait_final
 from tests.e2e.topics import read_topic
+from tests.waiting import eventually
 
 SCENARIO = {
     "auto_end_conference": False,
@@ -233,3 +234,42 @@ async def test_reconcile_without_provider_exits_2(base: Base) -> None:
         assert bad.returncode == 2 and "ISO dates" in bad.stderr
     finally:
         assert not await lane.close()
+
+
+async def test_workers_share_the_provider_budget(base: Base) -> None:
+    budget = 12
+    lane = await open_lane(base, time_scale=30, workers=2, TOTALVOICE_MAX_RPS=str(budget))
+    db = await lane.connect()
+    try:
+
+        async def both_present() -> bool:
+            return await db.fetchval("SELECT count(*) FROM worker_presence") == 2
+
+        await eventually(both_present, 30, "both workers to announce themselves")
+        await asyncio.sleep(2.5)  # one housekeeping round, so each has taken its share
+        async with lane.api() as api, lane.simulator() as sim:
+            assert (await sim.put("/_simulator/scenario", json=SCENARIO)).status_code == 200
+            ids = await create_conferences(api, bodies(30, offset=900))
+            await wait_final(db, ids, timeout=120)
+            requests = (await sim.get("/_simulator/requests", params={"limit": 10000})).json()
+    finally:
+        await db.close()
+        assert not await lane.close()
+
+    moments = sorted(
+        datetime.fromisoformat(r["received_at"]).timestamp()
+        for r in requests
+        if r["endpoint"] != "unmatched"
+    )
+    window = 5.0
+    busiest = max(
+        sum(1 for m in moments[i:] if m < start + window) for i, start in enumerate(moments)
+    )
+    # Two workers, each with half the budget and a bucket of one second's worth of it; 10 % for
+    # arrival-time jitter at the simulator. Without sharing they would reach twice the budget.
+    ceiling = (budget * window + budget) * 1.1
+    print(
+        f"\nprovider budget {budget}/s across 2 workers: busiest {window:.0f}s window had "
+        f"{busiest} requests (ceiling {ceiling:.0f}; {len(moments)} in all)"
+    )
+    assert budget * window * 0.6 <= busiest <= ceiling
