@@ -253,3 +253,35 @@ async def test_conference_canceled_while_talking_is_ended_and_billed(
     conference = store.conference(cmd.conference_id)
     assert conference.status is ConferenceStatus.CANCELED
     assert [p.price for p in conference.participants] == [Decimal("0.1200"), Decimal("0.1200")]
+
+
+async def test_conference_not_settled_by_the_deadline_becomes_unresolved_with_its_event(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)
+    provider.conferences["1000"][0].status = "atendida"  # answered, never billed
+    clock.advance(TIMING.settle_deadline + 1)
+    await step(deps, store)
+
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.UNRESOLVED
+    assert conference.failure_reason == "not settled by the deadline"
+    assert store.event_types(cmd.conference_id)[-1] == "conference.unresolved"
+
+
+async def test_unknown_provider_status_is_kept_raw_and_never_settles(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)
+    provider.conferences["1000"][0].status = "em espera"
+    clock.advance(5)
+    await step(deps, store)
+
+    participant = store.conference(cmd.conference_id).participants[0]
+    assert participant.provider_status == "em espera"
+    assert participant.settled_at is None
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
