@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 """
 
-from alembic import op
+from service.adapters.migration_sql import execute_script
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -12,18 +12,12 @@ branch_labels = None
 depends_on = None
 
 
-def _execute(script: str) -> None:
-    # asyncpg prepares each statement, so a script goes one statement at a time.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
 
 def upgrade() -> None:
-    _execute("""
+    execute_script("""
     """)
 
 
 def downgrade() -> None:
-    _execute("""
+    execute_script("""
     """)

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 """
 
-from alembic import op
+from service.adapters.migration_sql import execute_script
 
 revision = "0001"
 down_revision = None
@@ -12,15 +12,8 @@ branch_labels = None
 depends_on = None
 
 
-def _execute(script: str) -> None:
-    # asyncpg prepares each statement, so a script goes one statement at a time.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
 def upgrade() -> None:
-    _execute("""
+    execute_script("""
     CREATE TABLE ingress_request (
         caller           text        NOT NULL,
         idempotency_key  text        NOT NULL,
@@ -160,7 +153,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _execute("""
+    execute_script("""
     DROP VIEW billing_conference_call;
     DROP TABLE provider_webhook;
     DROP TABLE outbox;

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 """
 
-from alembic import op
+from service.adapters.migration_sql import execute_script
 
 revision = "0002"
 down_revision = "0001"
@@ -12,15 +12,8 @@ branch_labels = None
 depends_on = None
 
 
-def _execute(script: str) -> None:
-    # asyncpg prepares each statement, so a script goes one statement at a time.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
 def upgrade() -> None:
-    _execute("""
+    execute_script("""
     -- A DELETE can arrive before the worker has taken the command from Kafka.
     ALTER TABLE ingress_request ADD COLUMN cancel_requested_at timestamptz;
 
@@ -68,7 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _execute("""
+    execute_script("""
     DROP TABLE reconcile_finding;
     DROP TABLE reconcile_run;
     DROP INDEX participant_conference_id_number_key;

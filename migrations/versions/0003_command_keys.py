@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 """
 
-from alembic import op
+from service.adapters.migration_sql import execute_script
 
 revision = "0003"
 down_revision = "0002"
@@ -12,15 +12,8 @@ branch_labels = None
 depends_on = None
 
 
-def _execute(script: str) -> None:
-    # asyncpg prepares each statement, so a script goes one statement at a time.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
 def upgrade() -> None:
-    _execute("""
+    execute_script("""
     -- The worker's record of which caller + key became which command. A unique constraint on
     -- the conference itself could never expire, and a key reused after pruning would then be
     -- answered 202 by the api and dropped by the worker.
@@ -39,7 +32,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _execute("""
+    execute_script("""
     ALTER TABLE conference ADD CONSTRAINT conference_caller_idempotency_key_key
         UNIQUE (caller, idempotency_key);
     DROP TABLE command_key;
