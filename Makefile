@@ -84,11 +84,15 @@ unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator
 
 .PHONY: lint
-lint: deps lint-deploy ## format check, lint, types, import contracts, deployment manifests
+lint: deps lint-deploy audit ## format check, lint, types, import contracts, manifests, dependency audit
 	$(BIN)/ruff format --check service tests migrations
 	$(BIN)/ruff check service tests migrations
 	$(BIN)/mypy service
 	$(BIN)/lint-imports
+
+.PHONY: audit
+audit: deps ## audit the locked dependencies for known vulnerabilities (pip-audit, PyPI advisories)
+	set -o pipefail; $(UV) export --frozen --no-emit-project --format requirements-txt --quiet | $(BIN)/pip-audit --requirement /dev/stdin --disable-pip --strict --progress-spinner off
 
 .PHONY: lint-deploy
 lint-deploy: deps ## render the k8s overlays, validate them offline, hadolint the Dockerfile

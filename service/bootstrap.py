@@ -19,6 +19,7 @@ from service.adapters.postgres import PostgresStore, open_pool
 from service.adapters.totalvoice import TotalVoiceClient
 from service.entrypoints.consumer import CommandConsumer
 from service.entrypoints.http import ApiDeps
+from service.entrypoints.limits import ApiLimits
 from service.handlers import ReconcileDeps, Timing, WorkerDeps
 from service.settings import (
     ApiSettings,
@@ -65,6 +66,7 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
             webhook_secret=api.webhook_secret.get_secret_value(),
             webhook_debounce_seconds=api.webhook_debounce_seconds,
             max_body_bytes=api.max_body_bytes,
+            limits=ApiLimits.from_settings(api),
             clock=utc_now,
         )
 

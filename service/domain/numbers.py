@@ -9,7 +9,8 @@ class InvalidNumber(ValueError):
     """The text is not a Brazilian `DDD + number` nor an E.164 `+55…` number."""
 
 
-_NATIONAL = re.compile(r"[1-9][1-9]\d{8,9}")
+# ASCII digits only: `\d` would take any script's digits and send them to the provider.
+_NATIONAL = re.compile(r"[1-9][1-9][0-9]{8,9}")
 
 
 def to_e164(raw: str) -> str:

@@ -8,10 +8,10 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -21,13 +21,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.adapters.totalvoice import parse_id
 from service.domain.commands import ConferenceCommand, CreateConference, field_errors
 from service.domain.conference import ConferenceStatus
+from service.entrypoints.limits import ApiLimits, CallerAdmission, ConcurrencyLimit
 from service.entrypoints.openapi import OPENAPI
 from service.entrypoints.problems import Problem
 from service.logging import get_logger
@@ -41,8 +42,13 @@ from service.ports import (
 
 log = get_logger(__name__)
 
+T = TypeVar("T")
+
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _DEPENDENCY_RETRY_AFTER = 5
+_WEBHOOK_RETRY_AFTER = 1
+# Deeper than any body the API or the provider means; Postgres' jsonb and our walks stay cheap.
+_MAX_JSON_DEPTH = 32
 
 
 @dataclass
@@ -57,6 +63,8 @@ class ApiDeps:
     max_body_bytes: int = 64 * 1024
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     draining: bool = False
+    limits: ApiLimits = field(default_factory=ApiLimits)
+    monotonic: Callable[[], float] = time.monotonic
 
 
 def create_app(deps: ApiDeps) -> Starlette:
@@ -102,9 +110,16 @@ def create_app(deps: ApiDeps) -> Starlette:
 class _Api:
     def __init__(self, deps: ApiDeps) -> None:
         self.deps = deps
+        self.admission = CallerAdmission(deps.limits, deps.monotonic)
+        self.webhook_slots = ConcurrencyLimit(deps.limits.webhook_max_concurrency)
+        # Secrets are compared as digests: equal lengths, so the timing says nothing of theirs.
+        self.token_digests = {
+            caller: _digest(token) for caller, token in deps.tokens_by_caller.items()
+        }
+        self.webhook_secret_digest = _digest(deps.webhook_secret)
 
     async def create_conference(self, request: Request) -> Response:
-        caller = self._authenticate(request)
+        caller = self._caller(request)
         key = request.headers.get("idempotency-key")
         if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
             raise Problem(
@@ -112,7 +127,7 @@ class _Api:
                 "the Idempotency-Key header is required: 1 to 255 printable ASCII characters",
                 kind="idempotency-key-required",
             )
-        body = await self._json_body(request)
+        body = await self._json_body(request, self.deps.max_body_bytes)
         try:
             payload = CreateConference.model_validate(body)
         except ValidationError as error:
@@ -132,20 +147,39 @@ class _Api:
             requested_at=self.deps.clock(),
             payload=payload,
         )
+        # Dials are charged before the key is stored, so a refused request stores nothing; a
+        # replay (known here, or found by the store) is refunded: it dials nobody.
+        charged = 0
+        if not self.admission.accepted_lately(caller, key):
+            wait = self.admission.reserve_participants(caller, len(payload.participants))
+            if wait:
+                raise Problem(
+                    429,
+                    f"over {self.deps.limits.participants_per_minute} participants a minute "
+                    "for this caller",
+                    kind="participant-rate-limited",
+                    retry_after=wait,
+                )
+            charged = len(payload.participants)
         try:
             record = await self.deps.ingress.remember(caller, key, body_sha256, command)
         except Exception as error:
+            self.admission.release_participants(caller, charged)
             log.error("ingress_store_failed", error=type(error).__name__)
             raise Problem(
                 503, "storage is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
             ) from None
+        replayed = record.conference_id != command.conference_id
+        if replayed:
+            self.admission.release_participants(caller, charged)
+        else:
+            self.admission.note_accepted(caller, key)
         if record.body_sha256 != body_sha256:
             raise Problem(
                 422,
                 "this Idempotency-Key was used before with a different body",
                 kind="idempotency-key-reused",
             )
-        replayed = record.conference_id != command.conference_id
         stored = ConferenceCommand.model_validate(record.command)
         # A replay publishes again: the first attempt may have failed after the key was stored,
         # and the worker drops a command it has already accepted.
@@ -177,16 +211,19 @@ class _Api:
         )
 
     async def get_conference(self, request: Request) -> Response:
-        caller = self._authenticate(request)
-        view = await self.deps.conferences.get(caller, _conference_id(request))
+        caller = self._caller(request)
+        conference_id = _conference_id(request)
+        view = await _dependency(self.deps.conferences.get(caller, conference_id), "get")
         if view is None:
             raise Problem(404, "no such conference")
         return JSONResponse(view)
 
     async def cancel_conference(self, request: Request) -> Response:
-        caller = self._authenticate(request)
+        caller = self._caller(request)
         conference_id = _conference_id(request)
-        status = await self.deps.conferences.request_cancel(caller, conference_id)
+        status = await _dependency(
+            self.deps.conferences.request_cancel(caller, conference_id), "cancel"
+        )
         if status is None:
             raise Problem(404, "no such conference")
         return JSONResponse(
@@ -195,30 +232,48 @@ class _Api:
         )
 
     async def list_conferences(self, request: Request) -> Response:
-        caller = self._authenticate(request)
+        caller = self._caller(request)
         filters, limit = _list_query(request)
-        views, after = await self.deps.conferences.find(caller, filters, limit)
+        views, after = await _dependency(self.deps.conferences.find(caller, filters, limit), "find")
         return JSONResponse(
             {"items": views, "next_cursor": None if after is None else _encode_cursor(after)}
         )
 
     async def provider_webhook(self, request: Request) -> Response:
-        if not hmac.compare_digest(
-            request.path_params["secret"].encode(), self.deps.webhook_secret.encode()
-        ):
+        secret = request.path_params["secret"]
+        if not hmac.compare_digest(_digest(secret), self.webhook_secret_digest):
             raise Problem(404, "not found")
-        body = await self._json_body(request, require_json_type=False)
+        with self.webhook_slots.hold() as admitted:
+            if not admitted:
+                raise Problem(
+                    503,
+                    "too many callbacks at once; retry shortly",
+                    kind="webhooks-saturated",
+                    retry_after=_WEBHOOK_RETRY_AFTER,
+                )
+            return await self._record_webhook(request)
+
+    async def _record_webhook(self, request: Request) -> Response:
+        # The body is the provider's (or anyone's who has the URL): only ids that look like the
+        # provider's are used, and the rest is kept as data, never interpreted.
+        body = await self._json_body(
+            request, self.deps.limits.webhook_max_body_bytes, require_json_type=False
+        )
         if not isinstance(body, dict):
             raise Problem(422, "a webhook body must be a JSON object", kind="validation")
-        conference_ref = parse_id(body.get("conferencia_id"))
-        call_ref = parse_id(body.get("chamada_id", body.get("id")))
+        conference_ref = _provider_id(body.get("conferencia_id"))
+        call_ref = _provider_id(body.get("chamada_id", body.get("id")))
         # Someone joining settles nothing; every other callback may mean a call has ended.
-        joined = str(body.get("evento_conferencia", "")).strip().lower() == "entrou"
-        matched = await self.deps.webhooks.record_webhook(
-            conference_ref,
-            call_ref,
-            body,
-            look_in=None if joined else self.deps.webhook_debounce_seconds,
+        event = body.get("evento_conferencia")
+        joined = isinstance(event, str) and event.strip().lower() == "entrou"
+        matched = await _dependency(
+            self.deps.webhooks.record_webhook(
+                conference_ref,
+                call_ref,
+                body,
+                look_in=None if joined else self.deps.webhook_debounce_seconds,
+            ),
+            "record_webhook",
         )
         metrics.WEBHOOKS_RECEIVED.labels(matched=str(matched).lower()).inc()
         return Response(status_code=204)
@@ -228,7 +283,7 @@ class _Api:
 
     async def readyz(self, request: Request) -> Response:
         if self.deps.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
+            return JSONResponse({"status": "draining", "checks": {}}, status_code=503)
         checks: dict[str, str] = {}
         for name, ping in (
             ("postgres", self.deps.ingress.ping),
@@ -251,37 +306,117 @@ class _Api:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
+    def _caller(self, request: Request) -> str:
+        """The authenticated caller, once its request budget admits this request."""
+        caller = self._authenticate(request)
+        wait = self.admission.admit_request(caller)
+        if wait:
+            raise Problem(
+                429,
+                f"over {self.deps.limits.requests_per_second:g} requests a second for this caller",
+                kind="rate-limited",
+                retry_after=wait,
+            )
+        return caller
+
     def _authenticate(self, request: Request) -> str:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         caller = None
         if scheme.lower() == "bearer" and token:
+            presented = _digest(token)
             # Compare against every token, always, so timing says nothing about which is close.
-            for name, expected in self.deps.tokens_by_caller.items():
-                if hmac.compare_digest(token.encode(), expected.encode()):
+            for name, expected in self.token_digests.items():
+                if hmac.compare_digest(presented, expected):
                     caller = name
         if caller is None:
-            raise Problem(401, "a valid bearer token is required")
+            # The same answer for a missing, malformed or unknown token: nothing to probe.
+            raise Problem(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
         structlog.contextvars.bind_contextvars(caller=caller)
         return caller
 
-    async def _json_body(self, request: Request, require_json_type: bool = True) -> Any:
+    async def _json_body(
+        self, request: Request, max_bytes: int, require_json_type: bool = True
+    ) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if require_json_type and content_type != "application/json":
             raise Problem(415, "send the body as application/json")
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.deps.max_body_bytes:
-            raise Problem(413, f"the body must be at most {self.deps.max_body_bytes} bytes")
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            raise Problem(413, f"the body must be at most {max_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.deps.max_body_bytes:
-                raise Problem(413, f"the body must be at most {self.deps.max_body_bytes} bytes")
+            if size > max_bytes:
+                raise Problem(413, f"the body must be at most {max_bytes} bytes")
             chunks.append(chunk)
         try:
-            return orjson.loads(b"".join(chunks))
+            body = orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError:
             raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
+        unfit = _unstorable(body)
+        if unfit is not None:
+            raise Problem(
+                422,
+                "the body has invalid fields",
+                kind="validation",
+                errors=[{"field": unfit[0], "message": unfit[1]}],
+            )
+        return body
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+async def _dependency(call: Awaitable[T], operation: str) -> T:
+    """Await a store call; a failing dependency is a 503 with Retry-After, never its message."""
+    try:
+        return await call
+    except Exception as error:
+        log.error("dependency_failed", operation=operation, error=type(error).__name__)
+        raise Problem(
+            503, "a dependency is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
+        ) from None
+
+
+def _unstorable(value: Any) -> tuple[str, str] | None:
+    """Where a parsed JSON body holds what Postgres cannot store (a NUL character) or nests
+    deeper than any real body: (field, message), else None. Iterative: depth costs no stack."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if depth > _MAX_JSON_DEPTH:
+            return path or "body", f"nested more than {_MAX_JSON_DEPTH} levels"
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "body", "must not contain NUL characters"
+        elif isinstance(item, dict):
+            for name, child in item.items():
+                if "\x00" in name:
+                    return path or "body", "names must not contain NUL characters"
+                pending.append((child, f"{path}.{name}" if path else name, depth + 1))
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                pending.append((child, f"{path}.{index}" if path else str(index), depth + 1))
+    return None
+
+
+_PROVIDER_ID = re.compile(r"[0-9]{1,19}")
+
+
+def _provider_id(value: object) -> str | None:
+    """A provider id is a positive number or a string of ASCII digits; anything else (floats,
+    huge numbers, text, objects) is ignored rather than trusted."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not _PROVIDER_ID.fullmatch(value):
+            return None
+    elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        return None
+    return parse_id(value)
 
 
 def _conference_id(request: Request) -> uuid.UUID:
@@ -292,6 +427,8 @@ def _conference_id(request: Request) -> uuid.UUID:
 
 
 _LIST_PARAMETERS = {"status", "reference", "created_from", "created_to", "limit", "cursor"}
+_LIMIT = re.compile(r"[0-9]{1,3}")
+_MAX_REFERENCE = 200
 
 
 def _list_query(request: Request) -> tuple[ConferenceFilter, int]:
@@ -306,18 +443,19 @@ def _list_query(request: Request) -> tuple[ConferenceFilter, int]:
         raw = query.get(name)
         if raw is None:
             return None
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
+        parsed = _moment(raw)
+        if parsed is None:
             errors.append({"field": name, "message": "must be an ISO 8601 date-time"})
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed
 
     status = query.get("status")
     if status is not None and status not in {s.value for s in ConferenceStatus}:
         errors.append({"field": "status", "message": "unknown status"})
+    reference = query.get("reference")
+    if reference is not None and (len(reference) > _MAX_REFERENCE or "\x00" in reference):
+        errors.append({"field": "reference", "message": "at most 200 characters, no NUL"})
     limit_text = query.get("limit", "50")
-    limit = int(limit_text) if limit_text.isdigit() else 0
+    limit = int(limit_text) if _LIMIT.fullmatch(limit_text) else 0
     if not 1 <= limit <= 200:
         errors.append({"field": "limit", "message": "must be a whole number from 1 to 200"})
     after = None
@@ -327,7 +465,7 @@ def _list_query(request: Request) -> tuple[ConferenceFilter, int]:
             errors.append({"field": "cursor", "message": "not a cursor this API gave"})
     filters = ConferenceFilter(
         status=status,
-        reference=query.get("reference"),
+        reference=reference,
         created_from=moment("created_from"),
         created_to=moment("created_to"),
         after=after,
@@ -337,18 +475,49 @@ def _list_query(request: Request) -> tuple[ConferenceFilter, int]:
     return filters, limit
 
 
+_LEAP_SECOND = re.compile(r"(T\d{2}:\d{2}:)60")
+
+
+def _moment(text: str) -> datetime | None:
+    """An RFC 3339 / ISO 8601 date-time in UTC (UTC when it has no offset), or None when it is
+    not one or cannot be expressed in UTC (year 1 at +05:00). A leap second (:60) counts as the
+    next second, which Python's datetime cannot hold."""
+    text = text.upper()
+    leap = _LEAP_SECOND.search(text)
+    if leap:
+        text = text[: leap.start(1)] + leap.group(1) + "59" + text[leap.end() :]
+    try:
+        parsed = datetime.fromisoformat(text)
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed + timedelta(seconds=1) if leap else parsed
+    except (ValueError, OverflowError):
+        return None
+
+
 def _encode_cursor(after: tuple[datetime, uuid.UUID]) -> str:
     raw = orjson.dumps([after[0].isoformat(), str(after[1])])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    """A cursor is ours only if it decodes to [date-time, uuid]; anything else is None."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        moment, conference_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(moment), uuid.UUID(conference_id)
-    except (ValueError, TypeError):
+        decoded = orjson.loads(base64.urlsafe_b64decode(padded))
+    except ValueError:
         return None
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == 2
+        and all(isinstance(part, str) for part in decoded)
+    ):
+        return None
+    moment = _moment(decoded[0])
+    try:
+        conference_id = uuid.UUID(decoded[1])
+    except ValueError:
+        return None
+    return None if moment is None else (moment, conference_id)
 
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
@@ -358,10 +527,12 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return Problem(exc.status_code, str(exc.detail)).response()
+    # Starlette's own: 404 (no route) and 405 (with its Allow header).
+    return Problem(exc.status_code, str(exc.detail), headers=exc.headers).response()
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:
+    # The trace goes to the log only; the caller learns nothing of how the service works.
     log.exception("request_failed")
     return Problem(500, "the request could not be completed").response()
 
@@ -405,8 +576,13 @@ class RequestLog:
 
 
 def _route_name(app: ASGIApp, scope: Scope) -> str:
+    """The route that served the request: the one matching path and method, else the first
+    matching the path (a 405), else "unmatched"."""
+    partial = "unmatched"
     for route in getattr(app, "routes", []):
         match, _ = route.matches(scope)
-        if match.name != "NONE":
+        if match == Match.FULL:
             return str(route.name)
-    return "unmatched"
+        if match == Match.PARTIAL and partial == "unmatched":
+            partial = str(route.name)
+    return partial

@@ -1,7 +1,9 @@
-"""RFC 9457 problem+json answers: every error the API gives has this shape."""
+"""RFC 9457 problem+json answers: every error the API gives has this shape, and says what was
+wrong with the request, never how the service works inside (no exception text, no trace)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ _TITLES = {
     500: "Internal error",
     503: "Service unavailable",
 }
+_MAX_ERRORS = 50
 
 
 class Problem(Exception):
@@ -32,13 +35,18 @@ class Problem(Exception):
         kind: str | None = None,
         errors: list[dict[str, str]] | None = None,
         retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.kind = kind or _TITLES.get(status, "error").lower().replace(" ", "-")
-        self.errors = errors
+        # A body of junk can fail thousands of ways; the first few say enough.
+        self.errors = None if errors is None else errors[:_MAX_ERRORS]
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        if retry_after:
+            self.headers["Retry-After"] = str(retry_after)
 
     def response(self) -> Response:
         body: dict[str, Any] = {
@@ -49,10 +57,9 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after else None
         return Response(
             orjson.dumps(body),
             status_code=self.status,
             media_type="application/problem+json",
-            headers=headers,
+            headers=self.headers,
         )

@@ -226,6 +226,10 @@ async def open_lane(
         "CLAIM_LEASE_SECONDS": "8",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
+        # Lanes load-test one caller; the per-caller limits have their own lane (test_security).
+        "CALLER_RATE_LIMIT_PER_SECOND": "100000",
+        "CALLER_RATE_LIMIT_BURST": "100000",
+        "CALLER_PARTICIPANTS_PER_MINUTE": "10000000",
         **settings,
     }
     lane = Lane(

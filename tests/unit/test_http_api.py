@@ -4,9 +4,12 @@ neither stored nor published."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from service.entrypoints.http import ApiDeps, create_app
 from tests.fakes import FakeClock, FakeCommandPublisher, FakeConferenceStore
@@ -25,23 +28,35 @@ def publisher() -> FakeCommandPublisher:
     return FakeCommandPublisher()
 
 
+def build_app(
+    store: FakeConferenceStore, publisher: FakeCommandPublisher, **overrides: Any
+) -> ASGIApp:
+    """The api over fakes; `overrides` replace ApiDeps fields (limits, clocks, other fakes)."""
+    deps: dict[str, Any] = {
+        "ingress": store,
+        "conferences": store,
+        "webhooks": store,
+        "publisher": publisher,
+        "tokens_by_caller": {"billing": "s3cret-token", "support": "other-token"},
+        "webhook_secret": "hook-secret",
+        **overrides,
+    }
+    return create_app(ApiDeps(**deps))
+
+
+@asynccontextmanager
+async def api_client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    # An unexpected error is answered by the app (a 500 problem); do not re-raise it here.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
 @pytest.fixture
 async def client(
     store: FakeConferenceStore, publisher: FakeCommandPublisher
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        ApiDeps(
-            ingress=store,
-            conferences=store,
-            webhooks=store,
-            publisher=publisher,
-            tokens_by_caller={"billing": "s3cret-token", "support": "other-token"},
-            webhook_secret="hook-secret",
-        )
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api"
-    ) as client:
+    async with api_client(build_app(store, publisher)) as client:
         yield client
 
 
@@ -202,3 +217,29 @@ async def test_unknown_route_is_a_problem_document(client: httpx.AsyncClient) ->
     response = await client.get("/nowhere")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_requests_are_measured_by_the_route_that_served_them(
+    client: httpx.AsyncClient,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(method: str, route: str, status: str) -> float:
+        labels = {"method": method, "route": route, "status": status}
+        value = REGISTRY.get_sample_value("conference_http_request_duration_seconds_count", labels)
+        return value or 0.0
+
+    before = [
+        count("GET", "list_conferences", "200"),
+        count("DELETE", "cancel_conference", "404"),
+        count("PUT", "create_conference", "405"),
+    ]
+    await client.get("/v1/conferences", headers=TOKEN)
+    await client.delete("/v1/conferences/6f1c1c52-5d0e-4a8e-9a57-3f1f4f0b7c11", headers=TOKEN)
+    await client.put("/v1/conferences", headers=TOKEN)
+    after = [
+        count("GET", "list_conferences", "200"),
+        count("DELETE", "cancel_conference", "404"),
+        count("PUT", "create_conference", "405"),
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
