@@ -3,11 +3,14 @@ in reverse order; the only wiring in the service."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from service.adapters.kafka import (
     KafkaCommandPublisher,
@@ -21,6 +24,7 @@ from service.entrypoints.consumer import CommandConsumer
 from service.entrypoints.http import ApiDeps
 from service.entrypoints.limits import ApiLimits
 from service.handlers import ReconcileDeps, Timing, WorkerDeps
+from service.logging import get_logger
 from service.settings import (
     ApiSettings,
     DatabaseSettings,
@@ -31,18 +35,65 @@ from service.settings import (
     load,
 )
 
+# A dependency restarting while we start (a rollout, a failover) is waited for this long
+# before the process gives up and lets the orchestrator restart it.
+STARTUP_PATIENCE_SECONDS = 60.0
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class DependencyUnavailable(OSError):
+    """Postgres or Kafka did not answer within the startup patience."""
+
+
+async def _patiently(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    deadline = time.monotonic() + STARTUP_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as error:
+            if time.monotonic() + delay > deadline:
+                raise DependencyUnavailable(f"{what}: {error!r}"[:300]) from error
+            log.warning("dependency_waited_for", dependency=what, error=repr(error)[:200])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_Client)
+
+
+async def _started(client: ClientT) -> ClientT:
+    """A Kafka client, started; a fresh one each attempt, as a failed start leaves it unusable."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 @asynccontextmanager
 async def _store(stack: AsyncExitStack, kafka: KafkaSettings) -> AsyncIterator[PostgresStore]:
     database = load(DatabaseSettings)
-    pool = await open_pool(
-        database.database_url.get_secret_value(),
-        database.database_pool_min,
-        database.database_pool_max,
+    pool = await _patiently(
+        "postgres",
+        lambda: open_pool(
+            database.database_url.get_secret_value(),
+            database.database_pool_min,
+            database.database_pool_max,
+        ),
     )
     stack.push_async_callback(pool.close)
     yield PostgresStore(pool, kafka.kafka_events_topic)
@@ -54,8 +105,9 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
     kafka = load(KafkaSettings)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store(stack, kafka))
-        producer = new_producer(kafka, client_id="conference-api")
-        await producer.start()
+        producer = await _patiently(
+            "kafka", lambda: _started(new_producer(kafka, client_id="conference-api"))
+        )
         stack.push_async_callback(producer.stop)
         yield ApiDeps(
             ingress=store,
@@ -87,7 +139,9 @@ async def reconcile_deps() -> AsyncIterator[ReconcileDeps]:
     provider_settings = load(ProviderSettings)
     async with AsyncExitStack() as stack:
         database = load(DatabaseSettings)
-        pool = await open_pool(database.database_url.get_secret_value(), 1, 2)
+        pool = await _patiently(
+            "postgres", lambda: open_pool(database.database_url.get_secret_value(), 1, 2)
+        )
         stack.push_async_callback(pool.close)
         provider = _provider_client(provider_settings)
         stack.push_async_callback(provider.aclose)
@@ -117,14 +171,16 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
         stack.push_async_callback(provider.aclose)
         producer = None
         if roles & {"dial", "relay"}:
-            producer = new_producer(kafka, client_id="conference-worker")
-            await producer.start()
+            producer = await _patiently(
+                "kafka", lambda: _started(new_producer(kafka, client_id="conference-worker"))
+            )
             stack.push_async_callback(producer.stop)
         consumer = None
         if "dial" in roles:
             assert producer is not None
-            kafka_consumer = new_consumer(kafka, kafka.kafka_commands_topic)
-            await kafka_consumer.start()
+            kafka_consumer = await _patiently(
+                "kafka", lambda: _started(new_consumer(kafka, kafka.kafka_commands_topic))
+            )
             stack.push_async_callback(kafka_consumer.stop)
             consumer = CommandConsumer(
                 kafka_consumer, producer, kafka.kafka_dlq_topic, store, utc_now

@@ -125,7 +125,7 @@ async def _restart(component: str) -> None:
 
 @pytest.mark.parametrize("component", ["kafka", "postgres"])
 async def test_dependency_restart_under_load(lane: Lane, component: str) -> None:
-    lane.start_worker()
+    await lane.ready(lane.start_worker())
     stop = asyncio.Event()
     async with lane.api() as api:
         load = asyncio.create_task(_load(api, stop))

@@ -107,6 +107,14 @@ class Lane:
         self.processes.append(started)
         return started
 
+    async def ready(self, worker: ServiceProcess) -> None:
+        """Wait until the worker has opened its connections and taken up its loops."""
+
+        async def started() -> bool:
+            return '"worker_started"' in worker.log()
+
+        await eventually(started, 60, "the worker to start")
+
     def start_worker(self, *args: str, **env: str) -> ServiceProcess:
         port = free_port()
         worker = self.start("worker", "worker", *args, METRICS_PORT=str(port), **env)
@@ -137,7 +145,15 @@ class Lane:
         admin = await asyncpg.connect(self.base.admin_database_url)
         try:
             name = self.database_url.rsplit("/", 1)[1]
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+            async def dropped() -> bool:
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except asyncpg.PostgresError:
+                    return False  # a server process (autovacuum, say) still has it open
+                return True
+
+            await eventually(dropped, 30, f"database {name} to be dropped", interval=0.5)
         finally:
             await admin.close()
         return unclean
