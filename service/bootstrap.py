@@ -14,7 +14,9 @@ from typing import Protocol, TypeVar
 
 from service.adapters.kafka import (
     KafkaCommandPublisher,
+    KafkaDeadLetters,
     KafkaMessagePublisher,
+    RenewableProducer,
     new_consumer,
     new_producer,
 )
@@ -105,9 +107,8 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
     kafka = load(KafkaSettings)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store(stack, kafka))
-        producer = await _patiently(
-            "kafka", lambda: _started(new_producer(kafka, client_id="conference-api"))
-        )
+        producer = RenewableProducer(lambda: new_producer(kafka, client_id="conference-api"))
+        await _patiently("kafka", producer.start)
         stack.push_async_callback(producer.stop)
         yield ApiDeps(
             ingress=store,
@@ -171,9 +172,8 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
         stack.push_async_callback(provider.aclose)
         producer = None
         if roles & {"dial", "relay"}:
-            producer = await _patiently(
-                "kafka", lambda: _started(new_producer(kafka, client_id="conference-worker"))
-            )
+            producer = RenewableProducer(lambda: new_producer(kafka, client_id="conference-worker"))
+            await _patiently("kafka", producer.start)
             stack.push_async_callback(producer.stop)
         consumer = None
         if "dial" in roles:
@@ -183,7 +183,10 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             )
             stack.push_async_callback(kafka_consumer.stop)
             consumer = CommandConsumer(
-                kafka_consumer, producer, kafka.kafka_dlq_topic, store, utc_now
+                kafka_consumer,
+                KafkaDeadLetters(producer, kafka.kafka_dlq_topic),
+                store,
+                utc_now,
             )
         deps = WorkerDeps(
             store=store,

@@ -256,6 +256,11 @@ class CommandPublisher(Protocol):
     async def ping(self) -> None: ...
 
 
+class DeadLetters(Protocol):
+    async def send(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        """Keep a message that can never be accepted, with headers saying why."""
+
+
 class MessagePublisher(Protocol):
     async def publish_many(self, messages: Sequence[OutboxMessage]) -> None:
         """Send all, in order, and return once every one is acknowledged."""

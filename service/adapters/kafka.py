@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from service.domain.commands import ConferenceCommand
+from service.logging import get_logger
 from service.ports import OutboxMessage
 from service.settings import KafkaSettings
+
+log = get_logger(__name__)
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -59,34 +64,96 @@ def new_consumer(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
     )
 
 
+class RenewableProducer:
+    """An idempotent producer that is replaced when it breaks.
+
+    After a broker restart an idempotent producer can be left in a state it never leaves
+    (OutOfOrderSequenceNumber on every send); a fresh one gets a new producer id and works.
+    Whoever sees a send fail calls `renew`; the caller's own retry then uses the new producer.
+    """
+
+    def __init__(self, make: Callable[[], AIOKafkaProducer]) -> None:
+        self._make = make
+        self._lock = asyncio.Lock()
+        self.current: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self.current = await self._started()
+
+    async def renew(self, broken: AIOKafkaProducer) -> None:
+        stale: AIOKafkaProducer = broken
+        async with self._lock:
+            if self.current is not stale:
+                return  # someone else already replaced it
+            log.warning("kafka_producer_renewed")
+            try:
+                self.current = await self._started()
+            finally:
+                with contextlib.suppress(Exception):
+                    await stale.stop()
+
+    async def stop(self) -> None:
+        if self.current is not None:
+            await self.current.stop()
+
+    async def _started(self) -> AIOKafkaProducer:
+        producer = self._make()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[AIOKafkaProducer]:
+        """The producer for one send; renewed if the send fails for any reason but a timeout."""
+        producer = self.current
+        assert producer is not None, "start() first"
+        try:
+            yield producer
+        except KafkaError:
+            await self.renew(producer)
+            raise
+
+
 class KafkaCommandPublisher:
-    def __init__(self, producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+    def __init__(self, producer: RenewableProducer, settings: KafkaSettings) -> None:
         self._producer = producer
         self._topic = settings.kafka_commands_topic
         self._timeout = settings.kafka_send_timeout_seconds
 
     async def publish_command(self, command: ConferenceCommand) -> None:
-        async with asyncio.timeout(self._timeout):
-            await self._producer.send_and_wait(
+        async with asyncio.timeout(self._timeout), self._producer.use() as producer:
+            await producer.send_and_wait(
                 self._topic,
                 value=orjson.dumps(command.model_dump(mode="json")),
                 key=str(command.conference_id).encode(),
             )
 
     async def ping(self) -> None:
-        async with asyncio.timeout(2):
-            await self._producer.client.fetch_all_metadata()
+        async with asyncio.timeout(2), self._producer.use() as producer:
+            await producer.client.fetch_all_metadata()
 
 
 class KafkaMessagePublisher:
-    def __init__(self, producer: AIOKafkaProducer, timeout_seconds: float) -> None:
+    def __init__(self, producer: RenewableProducer, timeout_seconds: float) -> None:
         self._producer = producer
         self._timeout = timeout_seconds
 
     async def publish_many(self, messages: Sequence[OutboxMessage]) -> None:
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self._timeout), self._producer.use() as producer:
             deliveries = [
-                await self._producer.send(m.topic, value=m.value, key=m.key.encode())
-                for m in messages
+                await producer.send(m.topic, value=m.value, key=m.key.encode()) for m in messages
             ]
             await asyncio.gather(*deliveries)
+
+
+class KafkaDeadLetters:
+    def __init__(self, producer: RenewableProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        async with self._producer.use() as producer:
+            await producer.send_and_wait(self._topic, value=value, key=key, headers=headers)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -21,7 +21,7 @@ from service import failpoints, metrics
 from service.domain.commands import ConferenceCommand, field_errors
 from service.handlers import accept_command
 from service.logging import get_logger
-from service.ports import ConferenceStore
+from service.ports import ConferenceStore, DeadLetters
 
 log = get_logger(__name__)
 
@@ -46,14 +46,12 @@ class CommandConsumer:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        dlq_producer: AIOKafkaProducer,
-        dlq_topic: str,
+        dead_letters: DeadLetters,
         store: ConferenceStore,
         clock: Callable[[], datetime],
     ) -> None:
         self._consumer = consumer
-        self._dlq = dlq_producer
-        self._dlq_topic = dlq_topic
+        self._dead_letters = dead_letters
         self._store = store
         self._clock = clock
         self._next_offsets: dict[TopicPartition, int] = {}
@@ -115,9 +113,7 @@ class CommandConsumer:
         ]
         await _until_done(
             "command_dead_letter",
-            lambda: self._dlq.send_and_wait(
-                self._dlq_topic, value=record.value, key=record.key, headers=headers
-            ),
+            lambda: self._dead_letters.send(record.value, record.key, headers),
         )
         metrics.COMMANDS_CONSUMED.labels(outcome="dead_lettered").inc()
         log.warning(
