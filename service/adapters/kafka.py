@@ -81,16 +81,16 @@ class RenewableProducer:
         self.current = await self._started()
 
     async def renew(self, broken: AIOKafkaProducer) -> None:
-        stale: AIOKafkaProducer = broken
+        stop_stale = broken.stop
         async with self._lock:
-            if self.current is not stale:
+            if self.current is not broken:
                 return  # someone else already replaced it
             log.warning("kafka_producer_renewed")
             try:
                 self.current = await self._started()
             finally:
                 with contextlib.suppress(Exception):
-                    await stale.stop()
+                    await stop_stale()
 
     async def stop(self) -> None:
         if self.current is not None:
