@@ -79,6 +79,10 @@ test: stack-up ## install, start the stack, and run the whole suite
 chaos: stack-up ## the chaos suite with every kill three times (make test runs it once)
 	CHAOS_REPEAT=3 $(BIN)/pytest -q -s tests/chaos
 
+.PHONY: bench
+bench: stack-up ## benchmark ingress, pipeline and poll schedule; writes bench/results/ and BENCHMARKS.md (not part of test)
+	$(BIN)/python -m bench
+
 .PHONY: unit
 unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator

@@ -1,0 +1,1 @@
+"""The benchmark harness: `make bench` or `.venv/bin/python -m bench` (see BENCHMARKS.md)."""
