@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from service.adapters.kafka import (
     KafkaCommandPublisher,
@@ -19,6 +19,7 @@ from service.adapters.kafka import (
     RenewableProducer,
     new_consumer,
     new_producer,
+    started,
 )
 from service.adapters.postgres import PostgresStore, open_pool
 from service.adapters.totalvoice import TotalVoiceClient
@@ -65,25 +66,6 @@ async def _patiently(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
             log.warning("dependency_waited_for", dependency=what, error=repr(error)[:200])
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-class _Client(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-ClientT = TypeVar("ClientT", bound=_Client)
-
-
-async def _started(client: ClientT) -> ClientT:
-    """A Kafka client, started; a fresh one each attempt, as a failed start leaves it unusable."""
-    try:
-        await client.start()
-    except BaseException:
-        await client.stop()
-        raise
-    return client
 
 
 @asynccontextmanager
@@ -179,7 +161,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
         if "dial" in roles:
             assert producer is not None
             kafka_consumer = await _patiently(
-                "kafka", lambda: _started(new_consumer(kafka, kafka.kafka_commands_topic))
+                "kafka", lambda: started(new_consumer(kafka, kafka.kafka_commands_topic))
             )
             stack.push_async_callback(kafka_consumer.stop)
             consumer = CommandConsumer(

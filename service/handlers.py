@@ -115,7 +115,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
             log.warning(
                 "provider_create_deferred", conference_id=str(conference.id), error=str(error)
             )
-            await store.save(conference, [], _retry_delay(deps, conference))
+            await store.save(conference, [], _retry_delay(deps))
             return
         except ProviderError as error:
             await _finish(deps, conference, ConferenceStatus.FAILED, f"create refused: {error}")
@@ -143,7 +143,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         failpoints.reached("after_dial")
         deferred = any(p.dial_state is DialState.PENDING for p in pending)
         if deferred:
-            await store.save(conference, [], _retry_delay(deps, conference))
+            await store.save(conference, [], _retry_delay(deps))
             return
         if not await store.save(conference, [], timing.lease, hold=True):
             return
@@ -222,7 +222,7 @@ async def _resolve_unknown_dials(deps: WorkerDeps, conference: Conference) -> bo
         report = await deps.provider.get_conference(conference.provider_conference_id)
     except ProviderError as error:
         log.warning("dial_resolution_deferred", conference_id=str(conference.id), error=str(error))
-        await deps.store.save(conference, [], _retry_delay(deps, conference))
+        await deps.store.save(conference, [], _retry_delay(deps))
         return False
     for participant in conference.participants:
         if participant.dial_state is not DialState.DIALING:
@@ -360,7 +360,7 @@ def _next_poll(deps: WorkerDeps, conference: Conference) -> float:
     return next_poll_delay(conference.poll_count, t.poll_first, t.poll_max, deps.random())
 
 
-def _retry_delay(deps: WorkerDeps, conference: Conference) -> float:
+def _retry_delay(deps: WorkerDeps) -> float:
     return next_poll_delay(0, deps.timing.poll_first, deps.timing.poll_max, deps.random())
 
 

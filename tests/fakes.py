@@ -22,11 +22,9 @@ from service.domain.conference import (
 )
 from service.domain.events import PendingEvent
 from service.ports import (
-    DialOutcomeUnknown,
     IngressRecord,
     OutboxMessage,
     ProviderNotFound,
-    ProviderUnavailable,
 )
 
 
@@ -297,15 +295,6 @@ class FakeProvider:
                 call.billed_seconds = 60 if status == "atendida" else None
                 call.duration_seconds = talk + 5
                 call.price = price if status == "atendida" else "0"
-
-
-__all__ = [
-    "DialOutcomeUnknown",
-    "FakeClock",
-    "FakeConferenceStore",
-    "FakeProvider",
-    "ProviderUnavailable",
-]
 
 
 class FakeCommandPublisher:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -64,6 +64,26 @@ def new_consumer(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
     )
 
 
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_Client)
+
+
+async def started(client: ClientT) -> ClientT:
+    """A Kafka client, started, or stopped again if it could not start: a failed start leaves a
+    client unusable, so each attempt takes a fresh one."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 class RenewableProducer:
     """An idempotent producer that is replaced when it breaks.
 
@@ -97,13 +117,7 @@ class RenewableProducer:
             await self.current.stop()
 
     async def _started(self) -> AIOKafkaProducer:
-        producer = self._make()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
+        return await started(self._make())
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[AIOKafkaProducer]:
