@@ -95,8 +95,11 @@ lint: deps lint-deploy audit ## format check, lint, types, import contracts, man
 	$(BIN)/lint-imports
 
 .PHONY: audit
-audit: deps ## audit the locked dependencies for known vulnerabilities (pip-audit, PyPI advisories)
-	set -o pipefail; $(UV) export --frozen --no-emit-project --format requirements-txt --quiet | $(BIN)/pip-audit --requirement /dev/stdin --disable-pip --strict --progress-spinner off
+audit: deps ## audit the locked dependencies for known vulnerabilities (PyPI's advisory feed)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(UV) export --frozen --no-emit-project --no-hashes --format requirements-txt --quiet > "$$tmp/all.txt" && \
+	$(UV) export --frozen --no-emit-project --no-hashes --no-dev --format requirements-txt --quiet > "$$tmp/runtime.txt" && \
+	$(BIN)/python deploy/audit_dependencies.py "$$tmp/all.txt" --runtime "$$tmp/runtime.txt"
 
 .PHONY: lint-deploy
 lint-deploy: deps ## render the k8s overlays, validate them offline, hadolint the Dockerfile
