@@ -1,23 +1,26 @@
 """The provider client's parsers on every JSON example of the seed and the provider notes, and on
 hostile bodies: values come out exact, and nothing but the client's own errors escapes. The seed's
-envelopes are also served to the client itself through `httpx.MockTransport` (no network)."""
+envelopes are also served to the client itself, by a raw HTTP/1.1 server on loopback that also
+misbehaves on demand (closes, stalls, garbles)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.adapters.totalvoice import (
-    RateLimiter,
     TotalVoiceClient,
     parse_call,
     parse_conference,
@@ -106,43 +109,76 @@ def provider_json(body: bytes) -> Any:
     return json.loads(body, parse_float=Decimal)
 
 
-Answer = Callable[[httpx.Request], httpx.Response]
-ClientFor = Callable[[Answer], TotalVoiceClient]
+@dataclass(frozen=True)
+class Seen:
+    """A request as the server read it; header names in lower case."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    content: bytes
+    headers: dict[str, str]
 
 
-def replying(body: bytes, seen: list[httpx.Request] | None = None) -> Answer:
-    def answer(request: httpx.Request) -> httpx.Response:
+# The raw bytes to answer with; None closes the connection without a word.
+Answer = Callable[[Seen], Awaitable[bytes | None]]
+ClientFor = Callable[[Answer], Awaitable[TotalVoiceClient]]
+
+
+def http_answer(status: int, body: bytes, *extra_headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status} X", "Content-Type: application/json", *extra_headers]
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def replying(body: bytes, seen: list[Seen] | None = None) -> Answer:
+    async def answer(request: Seen) -> bytes | None:
         if seen is not None:
             seen.append(request)
-        return httpx.Response(200, content=body)
+        return http_answer(200, body)
 
     return answer
 
 
-def raising(error: Exception) -> Answer:
-    def answer(request: httpx.Request) -> httpx.Response:
-        raise error
-
-    return answer
+async def serve(answer: Answer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, target, _ = head[0].split(" ", 2)
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, value in (line.split(":", 1) for line in head[1:] if line)
+            }
+            content = await reader.readexactly(int(headers.get("content-length", "0")))
+            url = urllib.parse.urlsplit(target)
+            params = dict(urllib.parse.parse_qsl(url.query))
+            reply = await answer(Seen(method, url.path, params, content, headers))
+            if reply is None:
+                return
+            writer.write(reply)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
+    finally:
+        writer.close()
 
 
 @pytest.fixture
 async def client_for() -> AsyncIterator[ClientFor]:
-    """Clients whose provider is `answer`, in memory."""
-    opened: list[TotalVoiceClient] = []
+    """Clients whose provider is `answer`, served on loopback."""
+    opened: list[tuple[TotalVoiceClient, asyncio.Server]] = []
 
-    def client_for(answer: Answer) -> TotalVoiceClient:
-        http = httpx.AsyncClient(
-            transport=httpx.MockTransport(answer),
-            base_url="https://provider.test",
-            headers={"Access-Token": "token"},
-        )
-        opened.append(TotalVoiceClient(http, RateLimiter(1000)))
-        return opened[-1]
+    async def client_for(answer: Answer) -> TotalVoiceClient:
+        server = await asyncio.start_server(lambda r, w: serve(answer, r, w), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = TotalVoiceClient.create(f"http://127.0.0.1:{port}", "token", 1000, 1.0, 0.3)
+        opened.append((client, server))
+        return client
 
     yield client_for
-    for client in opened:
+    for client, server in opened:
         await client.aclose()
+        server.close()
 
 
 # --- the seed's examples -------------------------------------------------------------------
@@ -173,24 +209,24 @@ def test_seed_call_object_parses_with_exact_values() -> None:
 async def test_seed_create_answer_gives_the_conference_id_for_an_empty_body(
     client_for: ClientFor,
 ) -> None:
-    seen: list[httpx.Request] = []
-    client = client_for(replying(SEED_CREATE_RESPONSE, seen))
+    seen: list[Seen] = []
+    client = await client_for(replying(SEED_CREATE_RESPONSE, seen))
 
     assert await client.create_conference() == "4921"
 
     [request] = seen
-    assert (request.method, request.url.path, json.loads(request.content)) == (
+    assert (request.method, request.path, json.loads(request.content)) == (
         "POST",
         "/conferencia",
         {},
     )
-    assert request.headers["Access-Token"] == "token"
+    assert request.headers["access-token"] == "token"
 
 
 async def test_seed_get_example_in_the_audio_shape_reads_as_one_call(
     client_for: ClientFor,
 ) -> None:
-    client = client_for(replying(SEED_GET_RESPONSE))
+    client = await client_for(replying(SEED_GET_RESPONSE))
 
     report = await client.get_conference("432")
 
@@ -207,8 +243,8 @@ async def test_seed_get_example_in_the_audio_shape_reads_as_one_call(
 async def test_seed_report_example_reads_both_entries_and_one_short_page(
     client_for: ClientFor,
 ) -> None:
-    seen: list[httpx.Request] = []
-    client = client_for(replying(SEED_REPORT_RESPONSE, seen))
+    seen: list[Seen] = []
+    client = await client_for(replying(SEED_REPORT_RESPONSE, seen))
     start = datetime(2018, 3, 14, tzinfo=BRASILIA)
 
     answered, busy = await client.conference_report(start, start + timedelta(days=1))
@@ -222,7 +258,7 @@ async def test_seed_report_example_reads_both_entries_and_one_short_page(
     assert busy_call.price == Decimal("0")
     assert busy_call.is_settled and busy_call.billed_price == Decimal("0")
     [request] = seen
-    assert dict(request.url.params) == {
+    assert request.params == {
         "data_inicio": "2018-03-14T03:00:00Z",
         "data_fim": "2018-03-15T03:00:00Z",
         "posicao": "0",
@@ -232,7 +268,7 @@ async def test_seed_report_example_reads_both_entries_and_one_short_page(
 
 async def test_calls_report_reads_the_call_objects(client_for: ClientFor) -> None:
     body = b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"ok","dados":{"relatorio":[%s]}}'
-    client = client_for(replying(body % SEED_CALL_OBJECT))
+    client = await client_for(replying(body % SEED_CALL_OBJECT))
     start = datetime(2016, 3, 27, tzinfo=UTC)
 
     assert await client.calls_report(start, start + timedelta(days=1)) == [
@@ -259,14 +295,12 @@ def test_notes_envelopes_give_their_data_even_when_it_is_missing() -> None:
 
 @pytest.mark.parametrize("body", [NOTES_SUCCESS_WITHOUT_DADOS, b'{"sucesso":true,"dados":null}'])
 async def test_ending_needs_no_data_in_the_answer(client_for: ClientFor, body: bytes) -> None:
-    seen: list[httpx.Request] = []
-    client = client_for(replying(body, seen))
+    seen: list[Seen] = []
+    client = await client_for(replying(body, seen))
 
     await client.end_conference("4921")
 
-    assert [(request.method, request.url.path) for request in seen] == [
-        ("DELETE", "/conferencia/4921")
-    ]
+    assert [(request.method, request.path) for request in seen] == [("DELETE", "/conferencia/4921")]
 
 
 def test_notes_conference_event_reads_with_the_webhook_parsers() -> None:
@@ -613,8 +647,8 @@ def test_specific_errors_keep_the_meaning_of_their_base() -> None:
 async def test_a_dial_answered_but_not_understood_is_an_unknown_outcome(
     client_for: ClientFor, body: bytes
 ) -> None:
-    seen: list[httpx.Request] = []
-    client = client_for(replying(body, seen))
+    seen: list[Seen] = []
+    client = await client_for(replying(body, seen))
 
     with pytest.raises(DialOutcomeUnknown):
         await client.add_participant("4921", "4832830151", None, False)
@@ -622,25 +656,49 @@ async def test_a_dial_answered_but_not_understood_is_an_unknown_outcome(
     assert len(seen) == 1
 
 
+async def stalling(request: Seen) -> bytes | None:
+    await asyncio.sleep(2)  # longer than the client's 0.3 s read timeout
+    return http_answer(200, NOTES_SUCCESS)
+
+
+async def hanging_up(request: Seen) -> bytes | None:
+    return None
+
+
+async def bad_gzip(request: Seen) -> bytes | None:
+    return http_answer(200, b"not gzip at all", "Content-Encoding: gzip")
+
+
+async def not_http(request: Seen) -> bytes | None:
+    return b"SMTP ready\r\n\r\n"
+
+
 @pytest.mark.parametrize(
-    ("failure", "expected"),
-    [
-        (httpx.ConnectError("refused"), ProviderUnavailable),
-        (httpx.ConnectTimeout("slow"), ProviderUnavailable),
-        (httpx.ReadTimeout("no answer"), DialOutcomeUnknown),
-        (httpx.RemoteProtocolError("closed"), DialOutcomeUnknown),
-        (httpx.DecodingError("gzip"), DialOutcomeUnknown),
-    ],
+    "answer", [stalling, hanging_up, bad_gzip, not_http], ids=lambda a: a.__name__
 )
-async def test_a_dial_that_failed_in_transport_is_unknown_only_once_sent(
-    client_for: ClientFor, failure: Exception, expected: type[ProviderError]
+async def test_a_dial_sent_but_not_answered_is_an_unknown_outcome(
+    client_for: ClientFor, answer: Answer
 ) -> None:
-    client = client_for(raising(failure))
+    client = await client_for(answer)
 
     with pytest.raises(ProviderError) as raised:
         await client.add_participant("4921", "4832830151", None, False)
 
-    assert type(raised.value) is expected
+    assert type(raised.value) is DialOutcomeUnknown
+
+
+async def test_a_dial_that_could_not_connect_was_not_sent() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as unused:
+        unused.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    client = TotalVoiceClient.create(nobody, "token", 1000)
+    try:
+        with pytest.raises(ProviderError) as raised:
+            await client.add_participant("4921", "4832830151", None, False)
+    finally:
+        await client.aclose()
+
+    assert type(raised.value) is ProviderUnavailable
 
 
 json_values = st.recursive(
