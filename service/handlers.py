@@ -120,9 +120,9 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         except ProviderError as error:
             await _finish(deps, conference, ConferenceStatus.FAILED, f"create refused: {error}")
             return
+        # Not saved yet: the provider's id is committed together with the dialing marks
+        # below. A crash before that only leaves an empty room at the provider, never a call.
         conference.status = ConferenceStatus.DIALING
-        if not await store.save(conference, [], timing.lease, hold=True):
-            return
 
     unknown = any(p.dial_state is DialState.DIALING for p in conference.participants)
     if unknown and not await _resolve_unknown_dials(deps, conference):
@@ -141,12 +141,11 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         failpoints.reached("after_mark_dialing")
         await asyncio.gather(*(_dial(deps, conference, p) for p in pending))
         failpoints.reached("after_dial")
-        deferred = any(p.dial_state is DialState.PENDING for p in pending)
-        if deferred:
+        if any(p.dial_state is DialState.PENDING for p in pending):
             await store.save(conference, [], _retry_delay(deps))
             return
-        if not await store.save(conference, [], timing.lease, hold=True):
-            return
+        # The dials' outcomes are committed by whichever save ends this step, below; until
+        # then they read as `dialing` and would be resolved, never dialed again.
 
     if any(p.dial_state is DialState.DIALING for p in conference.participants):
         await store.save(conference, [], timing.dial_grace)

@@ -28,6 +28,9 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
+# Commands accepted at once; below the database pool's size, which the schedule loops share.
+_CONCURRENT_ACCEPTS = 8
+
 
 async def _until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Repeat until it works. A message is never skipped: while Postgres or the broker is away
@@ -59,10 +62,18 @@ class CommandConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
-            for partition, records in batch.items():
-                for record in records:
+            # A batch is accepted a few messages at a time, in any order: each command is its
+            # own conference, and the offsets are committed only once all of them are stored.
+            gate = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
+
+            async def handle(record: ConsumerRecord, gate: asyncio.Semaphore = gate) -> None:
+                async with gate:
                     await self._handle(record)
-                    self._next_offsets[partition] = record.offset + 1
+
+            await asyncio.gather(*(handle(r) for records in batch.values() for r in records))
+            for partition, records in batch.items():
+                if records:
+                    self._next_offsets[partition] = records[-1].offset + 1
             self._observe_lag()
             if batch:
                 try:

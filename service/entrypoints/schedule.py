@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
 
 from service.domain.conference import Conference, ConferenceStatus
@@ -21,7 +22,8 @@ DIALER: tuple[Sequence[ConferenceStatus], Step] = (
 )
 POLLER: tuple[Sequence[ConferenceStatus], Step] = ((ConferenceStatus.IN_PROGRESS,), poll_conference)
 
-_IDLE_SECONDS = 0.2
+_IDLE_SECONDS = 0.2  # nothing was due: look again after this
+_TOPUP_SECONDS = 0.02  # fewer were due than there was room for: top up after this
 
 
 async def run_schedule(
@@ -32,19 +34,47 @@ async def run_schedule(
     batch: int,
     stop: asyncio.Event,
 ) -> None:
-    while not stop.is_set():
-        try:
-            due = await deps.store.claim_due(statuses, batch, deps.timing.lease)
-        except Exception as error:
-            log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
-            await pause(stop, 1.0)
-            continue
-        if not due:
-            await pause(stop, _IDLE_SECONDS)
-            continue
+    """Keep up to `batch` conferences in hand, claiming more as soon as any step finishes, so
+    that one slow step never holds back the others claimed with it."""
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            room = batch - len(running)
+            claimed = 0
+            if room > 0:
+                try:
+                    due = await deps.store.claim_due(statuses, room, deps.timing.lease)
+                except Exception as error:
+                    log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
+                    await pause(stop, 1.0)
+                    continue
+                claimed = len(due)
+                for conference in due:
+                    running.add(asyncio.create_task(_step_safely(name, deps, step, conference)))
+            if claimed == room and running:
+                wait = None  # full: the next claim is for the room a finished step leaves
+            elif claimed:
+                wait = _TOPUP_SECONDS
+            else:
+                wait = _IDLE_SECONDS
+            running = await _until_one_finishes(running, stop, wait)
+    finally:
         # Claimed work is finished even when a stop arrives meanwhile: it is short, and an
         # abandoned lease would only delay these conferences until it expires.
-        await asyncio.gather(*(_step_safely(name, deps, step, c) for c in due))
+        if running:
+            await asyncio.gather(*running)
+
+
+async def _until_one_finishes(
+    running: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float | None
+) -> set[asyncio.Task[None]]:
+    """Wait until a step finishes, the stop is asked, or `timeout` passes; the unfinished."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({*running, stopping}, timeout=timeout, return_when=FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    return {task for task in running if not task.done()}
 
 
 async def _step_safely(name: str, deps: WorkerDeps, step: Step, conference: Conference) -> None:
