@@ -141,7 +141,7 @@ class KafkaCommandPublisher:
         async with asyncio.timeout(self._timeout), self._producer.use() as producer:
             await producer.send_and_wait(
                 self._topic,
-                value=orjson.dumps(command.model_dump(mode="json")),
+                value=orjson.dumps(command.wire),
                 key=str(command.conference_id).encode(),
             )
 

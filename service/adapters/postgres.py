@@ -140,7 +140,7 @@ class PostgresStore:
                 idempotency_key,
                 body_sha256,
                 command.conference_id,
-                command.model_dump(mode="json"),
+                command.wire,
                 command.requested_at,
             )
             if row is None:

@@ -3,6 +3,7 @@ the command that carries it over Kafka."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -96,6 +97,11 @@ class ConferenceCommand(_Strict):
     idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
     requested_at: datetime
     payload: CreateConference
+
+    @functools.cached_property
+    def wire(self) -> dict[str, Any]:
+        """The command as JSON values, exactly as it is stored and published (made once)."""
+        return self.model_dump(mode="json")
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:

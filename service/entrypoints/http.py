@@ -21,8 +21,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from service import metrics
 from service.adapters.totalvoice import parse_id
@@ -134,10 +134,6 @@ class _Api:
             raise Problem(
                 422, "the body has invalid fields", kind="validation", errors=field_errors(error)
             ) from None
-        canonical = payload.model_dump(mode="json")
-        body_sha256 = hashlib.sha256(
-            orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
         command = ConferenceCommand(
             type="conference.create",
             command_id=uuid.uuid4(),
@@ -147,6 +143,9 @@ class _Api:
             requested_at=self.deps.clock(),
             payload=payload,
         )
+        body_sha256 = hashlib.sha256(
+            orjson.dumps(command.wire["payload"], option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         # Dials are charged before the key is stored, so a refused request stores nothing; a
         # replay (known here, or found by the store) is refunded: it dials nobody.
         charged = 0
@@ -180,7 +179,8 @@ class _Api:
                 "this Idempotency-Key was used before with a different body",
                 kind="idempotency-key-reused",
             )
-        stored = ConferenceCommand.model_validate(record.command)
+        # A replay publishes the command first stored (this request's would carry new ids).
+        stored = ConferenceCommand.model_validate(record.command) if replayed else command
         # A replay publishes again: the first attempt may have failed after the key was stored,
         # and the worker drops a command it has already accepted.
         try:
@@ -352,11 +352,13 @@ class _Api:
             if size > max_bytes:
                 raise Problem(413, f"the body must be at most {max_bytes} bytes")
             chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
-            body = orjson.loads(b"".join(chunks))
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
-        unfit = _unstorable(body)
+        # Only a body holding an escaped NUL or more openers than the depth limit can be unfit.
+        unfit = _unstorable(body) if _may_be_unstorable(raw) else None
         if unfit is not None:
             raise Problem(
                 422,
@@ -380,6 +382,12 @@ async def _dependency(call: Awaitable[T], operation: str) -> T:
         raise Problem(
             503, "a dependency is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
         ) from None
+
+
+def _may_be_unstorable(raw: bytes) -> bool:
+    """JSON writes a NUL only as the escape `\\u0000`, and nests no deeper than its count of
+    `[` and `{`: a body with neither cannot be unfit, and need not be walked."""
+    return b"\\u0000" in raw or raw.count(b"[") + raw.count(b"{") > _MAX_JSON_DEPTH
 
 
 def _unstorable(value: Any) -> tuple[str, str] | None:
@@ -562,7 +570,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = _route_name(self.app, scope)
+            route = _route_name(scope)
             elapsed = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).observe(elapsed)
             if route not in ("healthz", "readyz", "metrics"):
@@ -575,14 +583,8 @@ class RequestLog:
                 )
 
 
-def _route_name(app: ASGIApp, scope: Scope) -> str:
-    """The route that served the request: the one matching path and method, else the first
-    matching the path (a 405), else "unmatched"."""
-    partial = "unmatched"
-    for route in getattr(app, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(route.name)
-        if match == Match.PARTIAL and partial == "unmatched":
-            partial = str(route.name)
-    return partial
+def _route_name(scope: Scope) -> str:
+    """The route that served the request, as the router left it in the scope: the one matching
+    path and method, else the first matching the path (a 405), else "unmatched"."""
+    route = scope.get("route")
+    return str(getattr(route, "name", None) or "unmatched")

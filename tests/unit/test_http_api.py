@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from starlette.types import ASGIApp
 
 from service.entrypoints.http import ApiDeps, create_app
@@ -243,3 +244,35 @@ async def test_requests_are_measured_by_the_route_that_served_them(
         count("PUT", "create_conference", "405"),
     ]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+
+
+def requests_counted(method: str, route: str, status: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "conference_http_request_duration_seconds_count",
+            {"method": method, "route": route, "status": status},
+        )
+        or 0.0
+    )
+
+
+async def test_requests_are_counted_by_route_template_never_by_path(
+    client: httpx.AsyncClient,
+) -> None:
+    before = {
+        "created": requests_counted("POST", "create_conference", "202"),
+        "wrong_method": requests_counted("PUT", "create_conference", "405"),
+        "nowhere": requests_counted("GET", "unmatched", "404"),
+        "webhook": requests_counted("POST", "provider_webhook", "404"),
+    }
+
+    assert (await post(client, VALID)).status_code == 202
+    assert (await client.put("/v1/conferences", headers=TOKEN)).status_code == 405
+    assert (await client.get("/no/such/path", headers=TOKEN)).status_code == 404
+    assert (await client.post("/v1/webhooks/totalvoice/guessed-secret", json={})).status_code == 404
+
+    assert requests_counted("POST", "create_conference", "202") == before["created"] + 1
+    assert requests_counted("PUT", "create_conference", "405") == before["wrong_method"] + 1
+    assert requests_counted("GET", "unmatched", "404") == before["nowhere"] + 1
+    assert requests_counted("POST", "provider_webhook", "404") == before["webhook"] + 1
+    assert "guessed-secret" not in generate_latest(REGISTRY).decode()
