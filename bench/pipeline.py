@@ -236,6 +236,13 @@ async def pipeline_pass(
         endpoint: sum(counts.values()) for endpoint, counts in ledger["requests"].items()
     }
     provider_requests = sum(requests_by_endpoint.values())
+    # Every dial should find its room open: a refusal means the run was not the scenario.
+    provider_refusals = sum(
+        n
+        for counts in ledger["requests"].values()
+        for status, n in counts.items()
+        if not status.startswith("2")
+    )
     accepted = [r["accepted_at"].timestamp() for r in rows]
     finalized = [r["finalized_at"].timestamp() for r in rows if r["finalized_at"] is not None]
     statuses: dict[str, int] = {}
@@ -257,6 +264,7 @@ async def pipeline_pass(
             k: round(v / count, 2) for k, v in sorted(requests_by_endpoint.items())
         },
         "provider_statuses": ledger["requests"],
+        "provider_refusals": provider_refusals,
         "polls_per_conference": round(sum(r["poll_count"] for r in rows) / max(len(rows), 1), 2),
         "accept_to_final_ms": ms_percentiles(
             [

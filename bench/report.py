@@ -144,8 +144,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              "", "", "", ""),
             ("pipeline: 202 -> final event p50 / p99 ms (preloaded)",
              f"{e2f['p50']} / {e2f['p99']}", "", "", "", ""),
-            ("pipeline: statuses", ", ".join(f"{k} {v}" for k, v in pipe["statuses"].items()),
-             "", "", "", ""),
+            ("pipeline: statuses", ", ".join(f"{k} {v}" for k, v in pipe["statuses"].items())
+             + f"; provider refusals {pipe.get('provider_refusals', '?')}", "", "", "", ""),
         ]  # fmt: skip
     sched = results.get("schedule")
     if sched:
@@ -437,8 +437,9 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
    so each command is on the topic), the api is stopped, and only then one `worker` is
    started: the worker drains a pre-loaded backlog, so the figure is the worker's. The
    provider is the simulator (`bench/simulator.py`: the same app as
-   `python -m service simulator`, access log off) at zero latency, time scale 600, scenario
-   `bench/scenario.json` (answered, ring 2 s, talk 5 s simulated). Worker timings are the
+   `python -m service simulator`, access log off) at zero latency, time scale 60, scenario
+   `bench/scenario.json` (answered, ring 2 s, talk 5 s simulated: each call lasts 133 ms, so
+   both dials find the room open; "provider refusals" counts any answer that is not 2xx). Worker timings are the
    production ones divided by the time scale (as tests/e2e does); `TOTALVOICE_MAX_RPS` is
    raised to 10,000 so that the client-side rate limit (20/s by default, per worker) is not
    what is measured. settled/s = N / (last `finalized_at` - first `accepted_at`); provider

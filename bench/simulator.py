@@ -3,7 +3,7 @@
 off and warnings only, so that the stand-in provider does not spend a core on log lines while it
 serves hundreds of requests a second. Nothing of its behaviour changes.
 
-    python bench/simulator.py --port P --token T --time-scale 600 --seed 7 --scenario FILE
+    python bench/simulator.py --port P --token T --time-scale 60 --seed 7 --scenario FILE
 """
 
 from __future__ import annotations
