@@ -91,8 +91,8 @@ def _function(frame: str) -> str:
 LAYERS = (
     ("logging", ("structlog/", "logging/__init__.py", "logging/")),
     (
-        "provider HTTP client (httpx, httpcore, h11, anyio)",
-        ("httpx/", "httpcore/", "h11/", "anyio/"),
+        "provider HTTP client (aiohttp, yarl, multidict)",
+        ("aiohttp/", "yarl/", "multidict/", "aiohappyeyeballs/"),
     ),
     ("postgres (asyncpg)", ("asyncpg/",)),
     ("kafka (aiokafka)", ("aiokafka/", "kafka/")),

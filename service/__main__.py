@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -105,6 +106,16 @@ def main(argv: list[str]) -> int:
     return 2
 
 
+def _settle_garbage_collector() -> None:
+    """Once started: move what start-up made (modules, settings, pools) out of the collector's
+    sight, and collect the young generation every 20,000 allocations instead of 700. Requests
+    and steps make many short-lived objects and few cycles: in the api this measured 15-20 %
+    less CPU per request (see BENCHMARKS.md, "Changes and what they measured")."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
     import uvloop
 
@@ -154,6 +165,7 @@ async def _serve_api(host: str, port: int) -> int:
 
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
+        _settle_garbage_collector()
         get_logger(__name__).info("api_started", host=host, port=port)
         await server.serve()
     return 0
@@ -193,6 +205,7 @@ async def _run_worker(roles: set[str]) -> int:
             tasks.append(run_schedule("poller", parts.deps, *POLLER, parts.batch, stop))
         if parts.events is not None:
             tasks.append(run_relay(parts.store, parts.events, stop))
+        _settle_garbage_collector()
         log.info("worker_started", roles=sorted(roles))
         work: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*tasks))
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
