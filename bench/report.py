@@ -455,18 +455,17 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
    (`uvicorn.Server` in `uvloop.run`, http=httptools, no access log, lifespan off), loaded by
    the same tools in the same run.
 2. **Pipeline** — N conferences of 2 participants are POSTed to a real api (each gets its 202,
-   so each command is on the topic), the api is stopped, and only then one `worker` is
-   started: the worker drains a pre-loaded backlog, so the figure is the worker's. The
-   provider is the simulator (`bench/simulator.py`: the same app as
-   `python -m service simulator`, access log off) at zero latency, time scale 60, scenario
-   `bench/scenario.json` (answered, ring 2 s, talk 5 s simulated: each call lasts 133 ms, so
-   both dials find the room open; "provider refusals" counts any answer that is not 2xx).
-   Worker timings are the production ones divided by the time scale (as tests/e2e does); `TOTALVOICE_MAX_RPS` is
-   raised to 10,000 so that the client-side rate limit (20/s by default, per worker) is not
-   what is measured. settled/s = N / (last `finalized_at` - first `accepted_at`); provider
-   requests from the simulator's `/_simulator/ledger`; 202 → final event from the Kafka
-   timestamp of each conference's final event on the events topic. A second, unmeasured pass
-   is profiled.
+   so each command is on the topic), the api is stopped, and only then one `worker` is started:
+   the worker drains a pre-loaded backlog, so the figure is the worker's. The provider is the
+   simulator (`bench/simulator.py`: the same app as `python -m service simulator`, access log
+   off) at zero latency, time scale 60, scenario `bench/scenario.json` (answered, ring 2 s, talk
+   5 s simulated: each call lasts 133 ms, so both dials find the room open; "provider refusals"
+   counts any answer that is not 2xx). Worker timings are the production ones divided by the
+   time scale (as tests/e2e does); `TOTALVOICE_MAX_RPS` is raised to 10,000 so that the
+   client-side rate limit (20/s by default, per worker) is not what is measured. settled/s = N /
+   (last `finalized_at` - first `accepted_at`); provider requests from the simulator's
+   `/_simulator/ledger`; 202 → final event from the Kafka timestamp of each conference's final
+   event on the events topic. A second, unmeasured pass is profiled.
 3. **Poll schedule** — two databases, one with 10k and one with 100k conferences, each
    inserted with one `INSERT … SELECT generate_series` (status `in_progress`, `next_action_at`
    uniform over now ± 60 s, 2 dialed participants each), then `VACUUM ANALYZE`. Claim
