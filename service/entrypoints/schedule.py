@@ -34,26 +34,28 @@ async def run_schedule(
     batch: int,
     stop: asyncio.Event,
 ) -> None:
-    """Keep up to `batch` conferences in hand, claiming more as soon as any step finishes, so
-    that one slow step never holds back the others claimed with it."""
+    """Keep up to `batch` conferences in hand, claiming more once a quarter of them is done,
+    so that one slow step never holds back the others claimed with it, and a busy loop still
+    claims in batches rather than once per step."""
+    refill_at = max(1, batch // 4)
     running: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
             room = batch - len(running)
-            claimed = 0
-            if room > 0:
-                try:
-                    due = await deps.store.claim_due(statuses, room, deps.timing.lease)
-                except Exception as error:
-                    log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
-                    await pause(stop, 1.0)
-                    continue
-                claimed = len(due)
-                for conference in due:
-                    running.add(asyncio.create_task(_step_safely(name, deps, step, conference)))
-            if claimed == room and running:
-                wait = None  # full: the next claim is for the room a finished step leaves
-            elif claimed:
+            if running and room < refill_at:
+                running = await _until_one_finishes(running, stop, None)
+                continue
+            try:
+                due = await deps.store.claim_due(statuses, room, deps.timing.lease)
+            except Exception as error:
+                log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
+                await pause(stop, 1.0)
+                continue
+            for conference in due:
+                running.add(asyncio.create_task(_step_safely(name, deps, step, conference)))
+            if len(due) == room:
+                wait = None  # full: the next claim is for the room finished steps leave
+            elif due:
                 wait = _TOPUP_SECONDS
             else:
                 wait = _IDLE_SECONDS
