@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -110,6 +111,19 @@ def _participant(row: asyncpg.Record) -> Participant:
     )
 
 
+# Keys stored by one INSERT at most; a burst larger than this takes several.
+_INGRESS_BATCH_MAX = 128
+
+
+def _ingress_record(row: asyncpg.Record) -> IngressRecord:
+    return IngressRecord(
+        conference_id=row["conference_id"],
+        body_sha256=row["body_sha256"],
+        command=row["command"],
+        created_at=row["created_at"],
+    )
+
+
 class PostgresStore:
     """One class for every table: the service is small enough that splitting it would only
     scatter the transactions that must stay together."""
@@ -117,6 +131,10 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
         self._pool = pool
         self._events_topic = events_topic
+        self._ingress_queue: list[
+            tuple[tuple[str, str, str, ConferenceCommand], asyncio.Future[IngressRecord]]
+        ] = []
+        self._ingress_writer: asyncio.Task[None] | None = None
 
     async def ping(self) -> None:
         async with self._pool.acquire(timeout=2) as connection:
@@ -127,39 +145,72 @@ class PostgresStore:
     async def remember(
         self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
     ) -> IngressRecord:
+        """Store the key (first writer wins) and answer what is stored under it. Requests that
+        arrive together share one INSERT and one commit (group commit): under load, a round
+        trip and a commit of its own were most of an api request's database cost. Each caller
+        still gets its answer only once its row is committed."""
+        waiter: asyncio.Future[IngressRecord] = asyncio.get_running_loop().create_future()
+        self._ingress_queue.append(((caller, idempotency_key, body_sha256, command), waiter))
+        if self._ingress_writer is None or self._ingress_writer.done():
+            self._ingress_writer = asyncio.create_task(self._write_ingress())
+        return await waiter
+
+    async def _write_ingress(self) -> None:
+        """One batch at a time; what arrives meanwhile waits for the next batch."""
+        while self._ingress_queue:
+            batch = self._ingress_queue[:_INGRESS_BATCH_MAX]
+            del self._ingress_queue[:_INGRESS_BATCH_MAX]
+            try:
+                records = await self._remember_many([item for item, _ in batch])
+            except BaseException as error:
+                failure = error if isinstance(error, Exception) else RuntimeError("stopping")
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                if failure is not error:
+                    raise  # cancelled: the process is stopping
+                continue
+            for (_, waiter), record in zip(batch, records, strict=True):
+                if not waiter.done():
+                    waiter.set_result(record)
+
+    async def _remember_many(
+        self, items: list[tuple[str, str, str, ConferenceCommand]]
+    ) -> list[IngressRecord]:
         async with self._pool.acquire() as connection:
-            row = await connection.fetchrow(
+            rows = await connection.fetch(
                 """
                 INSERT INTO ingress_request
                        (caller, idempotency_key, body_sha256, conference_id, command, created_at)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
+                                     $5::jsonb[], $6::timestamptz[])
                 ON CONFLICT (caller, idempotency_key) DO NOTHING
-                RETURNING conference_id, body_sha256, command, created_at
+                RETURNING caller, idempotency_key, conference_id, body_sha256, command, created_at
                 """,
-                caller,
-                idempotency_key,
-                body_sha256,
-                command.conference_id,
-                command.wire,
-                command.requested_at,
+                [caller for caller, _, _, _ in items],
+                [key for _, key, _, _ in items],
+                [sha for _, _, sha, _ in items],
+                [command.conference_id for _, _, _, command in items],
+                [command.wire for _, _, _, command in items],
+                [command.requested_at for _, _, _, command in items],
             )
-            if row is None:
-                # A concurrent insert of the same key waited for the first one to commit.
-                row = await connection.fetchrow(
+            stored = {(r["caller"], r["idempotency_key"]): r for r in rows}
+            # Keys stored before (a replay), or twice in this batch: answer what is stored.
+            missing = {(c, k) for c, k, _, _ in items if (c, k) not in stored}
+            if missing:
+                earlier = await connection.fetch(
                     """
-                    SELECT conference_id, body_sha256, command, created_at FROM ingress_request
-                     WHERE caller = $1 AND idempotency_key = $2
+                    SELECT caller, idempotency_key, conference_id, body_sha256, command,
+                           created_at
+                      FROM ingress_request
+                     WHERE (caller, idempotency_key) IN
+                           (SELECT * FROM unnest($1::text[], $2::text[]))
                     """,
-                    caller,
-                    idempotency_key,
+                    [c for c, _ in missing],
+                    [k for _, k in missing],
                 )
-        assert row is not None
-        return IngressRecord(
-            conference_id=row["conference_id"],
-            body_sha256=row["body_sha256"],
-            command=row["command"],
-            created_at=row["created_at"],
-        )
+                stored.update({(r["caller"], r["idempotency_key"]): r for r in earlier})
+        return [_ingress_record(stored[(c, k)]) for c, k, _, _ in items]
 
     # --- reads for the API ---------------------------------------------------------------
 
