@@ -29,6 +29,10 @@ CHANGES = """\
   in-process A/B pairs; `--only ingress` 1,475 -> 2,110 accepted/s in the same session.
 - **Garbage collector settled after start-up** (`gc.freeze()`, young generation every 20,000
   allocations; api and worker): 371 -> 306 µs CPU per request, 4 interleaved A/B pairs.
+- **Ingress keys stored by group commit** (api): requests that arrive together share one
+  `INSERT … SELECT FROM unnest(…)` and one commit; each is answered only once its row is
+  committed. 350 -> 219 µs CPU per request (4 interleaved in-process A/B pairs); `--only
+  ingress` 2,163 -> 3,769 accepted/s, p99 at 1,000 req/s 43 -> 9 ms.
 - Earlier: the claim index by status (idle dialer claim at 100k 18.6 -> 0.6 ms); no asyncpg
   reset query on release (+10-25 % ingress); no outbox look-up on saves without events.
 """
