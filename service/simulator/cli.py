@@ -32,6 +32,7 @@ Scenario file (JSON, every field optional; also PUT /_simulator/scenario at runt
    "latency_ms": {"default": 0, "POST /conferencia/{id}": 250},
    "errors": {"GET /conferencia/{id}": {"429": 0.1, "500": 0.05, "502": 0.01}},
    "dial_timeout_rate": 0.0, "dial_timeout_seconds": 30,
+   "dial_errors_after_placing": {"502": 0.0},
    "no_balance": false,
    "webhooks": {"enabled": true, "delay_ms": 50, "duplicate_rate": 0.0,
                 "loss_rate": 0.0, "reorder": false},
@@ -45,6 +46,7 @@ Scenario file (JSON, every field optional; also PUT /_simulator/scenario at runt
   "GET /conferencia/chamadas/relatorio", "GET /webhook", "PUT /webhook/{nome}",
   "DELETE /webhook/{nome}". Fault statuses: 429, 500 (JSON envelope), 502, 503, 504 (HTML).
   A dial_timeout places the call but answers only after dial_timeout_seconds (real seconds).
+  dial_errors_after_placing places the call, then answers 500, 502, 503 or 504 anyway.
 
 Control API (no token; plain JSON):
   GET    /_simulator/health                     {"status", "seed", "time_scale"}

@@ -167,6 +167,13 @@ async def _dial(request: Request, simulation: Simulation, body: bytes) -> Respon
     if scenario.dial_timeout_rate and simulation.draw.random() < scenario.dial_timeout_rate:
         # The call is placed; only the answer is late, so the client cannot know it was.
         await asyncio.sleep(scenario.dial_timeout_seconds)
+    if scenario.dial_errors_after_placing:
+        # The call is placed; the answer says it failed.
+        fault = scenario.fault_after_placing(simulation.draw.random())
+        if fault == 500:
+            return enveloped(500, 50, "erro interno")
+        if fault is not None:
+            return gateway_page(fault)
     return success("chamada criada com sucesso", {"id": call.id})
 
 

@@ -1,6 +1,7 @@
 """The scenario: how the simulated network answers, bills, fails and calls back."""
 
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Literal, TypeGuard, get_args
 
@@ -99,6 +100,9 @@ class Scenario(BaseModel):
     errors: dict[EndpointKey, dict[FaultStatus, Rate]] = {}
     dial_timeout_rate: Rate = 0.0
     dial_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # The call is placed, then the answer is a server error: what a gateway timing out in
+    # front of a backend that did its work looks like. (Never 429: that is refused up front.)
+    dial_errors_after_placing: dict[Literal["500", "502", "503", "504"], Rate] = {}
     no_balance: bool = False
     webhooks: WebhookBehaviour = WebhookBehaviour()
     webhook_names: tuple[str, ...] = DEFAULT_WEBHOOK_NAMES
@@ -111,6 +115,8 @@ class Scenario(BaseModel):
         for endpoint, rates in self.errors.items():
             if sum(rates.values()) > 1.0:
                 raise ValueError(f"error rates for {endpoint!r} add up to more than 1")
+        if sum(self.dial_errors_after_placing.values()) > 1.0:
+            raise ValueError("dial_errors_after_placing rates add up to more than 1")
         return self
 
     def rule_for(self, number: str) -> CallRule:
@@ -122,9 +128,17 @@ class Scenario(BaseModel):
 
     def fault_for(self, endpoint: EndpointKey, draw: float) -> int | None:
         """The injected HTTP status for a uniform draw in [0, 1), or None to answer normally."""
-        threshold = 0.0
-        for status, rate in sorted(self.errors.get(endpoint, {}).items()):
-            threshold += rate
-            if draw < threshold:
-                return int(status)
-        return None
+        return _drawn(self.errors.get(endpoint, {}).items(), draw)
+
+    def fault_after_placing(self, draw: float) -> int | None:
+        """The server error answered for a dial that was placed anyway, or None."""
+        return _drawn(self.dial_errors_after_placing.items(), draw)
+
+
+def _drawn(rates: Iterable[tuple[str, float]], draw: float) -> int | None:
+    threshold = 0.0
+    for status, rate in sorted(rates):
+        threshold += rate
+        if draw < threshold:
+            return int(status)
+    return None

@@ -153,6 +153,23 @@ async def test_provider_times_out_after_placing_the_dial(lane: Lane) -> None:
     assert unknown > 0 and resolved == unknown
 
 
+async def test_provider_errs_after_placing_the_dial(lane: Lane) -> None:
+    async with lane.simulator() as sim:
+        scenario = {**SCENARIO, "dial_errors_after_placing": {"500": 0.15, "502": 0.25}}
+        assert (await sim.put("/_simulator/scenario", json=scenario)).status_code == 200
+    worker = lane.start_worker()
+    async with lane.api() as api:
+        accepted = await create_conferences(api, bodies(12))
+    figures = await check_invariants(lane, accepted, "errors after placing")
+    assert figures["dials"] == 24, "every participant placed exactly once"
+    unknown = worker.log().count('"dial_outcome_unknown"')
+    resolved = worker.log().count('"dial_resolved_as_placed"')
+    print(
+        f"chaos[errors after placing]: {unknown} dials answered 5xx, {resolved} resolved as placed"
+    )
+    assert unknown > 0 and resolved == unknown
+
+
 async def test_provider_5xx_and_429_storms(lane: Lane) -> None:
     storm = {
         endpoint: {"500": 0.2, "502": 0.1, "429": 0.2}

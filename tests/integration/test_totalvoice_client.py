@@ -553,6 +553,26 @@ async def test_a_dial_whose_answer_times_out_is_unknown_but_was_placed_once(
     assert call.number == "+554832830151" and call.call_id is not None
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_a_dial_placed_but_answered_with_a_server_error_is_unknown_and_not_repeated(
+    own_simulator: Simulator, connect: Connect, status: int
+) -> None:
+    simulator = own_simulator
+    await simulator.play(dial_errors_after_placing={str(status): 1.0})
+    provider = connect(simulator.base_url)
+    conference_id = await provider.create_conference()
+
+    with pytest.raises(DialOutcomeUnknown) as raised:
+        await provider.add_participant(conference_id, NUMBER, None, False)
+
+    assert raised.value.status == status
+    ledger = await simulator.ledger()
+    assert ledger["dials"] == [
+        {"conference_id": int(conference_id), "number": "+554832830151", "count": 1}
+    ]
+    assert ledger["requests"]["POST /conferencia/{id}"] == {str(status): 1}
+
+
 async def test_an_unreachable_provider_is_unavailable_and_a_dial_is_not_sent(
     connect: Connect,
 ) -> None:

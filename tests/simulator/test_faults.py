@@ -153,3 +153,35 @@ async def test_dial_timeout_eventually_answers_200(start_simulator: StartSimulat
     )
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("status", "html"), [(500, False), (502, True), (504, True)])
+async def test_a_dial_can_be_placed_and_still_answered_with_a_server_error(
+    start_simulator: StartSimulator, status: int, html: bool
+) -> None:
+    simulator = await start_simulator({"dial_errors_after_placing": {str(status): 1.0}})
+    conference_id = await simulator.create_conference()
+
+    response = await simulator.client.post(
+        f"/conferencia/{conference_id}", json={"numero": "4832830151"}
+    )
+
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html" if html else "application/json")
+    conference = await simulator.conference(conference_id)
+    assert [call["numero"] for call in conference["chamadas"]] == ["+554832830151"]
+    assert (await simulator.ledger())["dials"] == [
+        {"conference_id": conference_id, "number": "+554832830151", "count": 1}
+    ]
+
+
+async def test_a_429_after_placing_is_refused_as_a_scenario(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator = await start_simulator()
+
+    response = await simulator.client.put(
+        "/_simulator/scenario", json={"dial_errors_after_placing": {"429": 0.5}}
+    )
+
+    assert response.status_code == 422
