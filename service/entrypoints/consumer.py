@@ -58,19 +58,16 @@ class CommandConsumer:
         self._store = store
         self._clock = clock
         self._next_offsets: dict[TopicPartition, int] = {}
+        self._accepting = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
             # A batch is accepted a few messages at a time, in any order: each command is its
             # own conference, and the offsets are committed only once all of them are stored.
-            gate = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
-
-            async def handle(record: ConsumerRecord, gate: asyncio.Semaphore = gate) -> None:
-                async with gate:
-                    await self._handle(record)
-
-            await asyncio.gather(*(handle(r) for records in batch.values() for r in records))
+            await asyncio.gather(
+                *(self._handle_in_turn(r) for records in batch.values() for r in records)
+            )
             for partition, records in batch.items():
                 if records:
                     self._next_offsets[partition] = records[-1].offset + 1
@@ -93,6 +90,10 @@ class CommandConsumer:
             metrics.CONSUMER_LAG.labels(partition.topic, str(partition.partition)).set(
                 max(highwater - position, 0)
             )
+
+    async def _handle_in_turn(self, record: ConsumerRecord) -> None:
+        async with self._accepting:
+            await self._handle(record)
 
     async def _handle(self, record: ConsumerRecord) -> None:
         try:

@@ -104,12 +104,8 @@ async def _answer(
         simulation.journal.count_conference_get(request.path_params["conference_id"])
     if injectable is not None and injectable in scenario.errors:
         fault = scenario.fault_for(injectable, simulation.draw.random())
-        if fault == 429:
-            return enveloped(429, 0, "limite de requisições por segundo excedido")
-        if fault == 500:
-            return enveloped(500, 50, "erro interno")
         if fault is not None:
-            return gateway_page(fault)
+            return _fault(fault)
     try:
         return await handler(request, simulation, body)
     except ProviderError as error:
@@ -117,6 +113,16 @@ async def _answer(
     except Exception:
         logger.exception("simulator_handler_failed endpoint=%s", endpoint)
         return enveloped(500, 50, "erro interno")
+
+
+def _fault(status: int) -> Response:
+    """An injected failure as the provider shows it: its envelope for 429 and 500, a gateway's
+    HTML page for the rest."""
+    if status == 429:
+        return enveloped(429, 0, "limite de requisições por segundo excedido")
+    if status == 500:
+        return enveloped(500, 50, "erro interno")
+    return gateway_page(status)
 
 
 async def _create_conference(request: Request, simulation: Simulation, body: bytes) -> Response:
@@ -170,10 +176,8 @@ async def _dial(request: Request, simulation: Simulation, body: bytes) -> Respon
     if scenario.dial_errors_after_placing:
         # The call is placed; the answer says it failed.
         fault = scenario.fault_after_placing(simulation.draw.random())
-        if fault == 500:
-            return enveloped(500, 50, "erro interno")
         if fault is not None:
-            return gateway_page(fault)
+            return _fault(fault)
     return success("chamada criada com sucesso", {"id": call.id})
 
 

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.databases import create_database, drop_database, migrate
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,20 +143,8 @@ class Lane:
         """Stop every process, newest first, and drop the lane's database; the processes that
         did not exit cleanly, with their exit codes."""
         unclean = [(p.name, code) for p in reversed(self.processes) if (code := p.stop()) != 0]
-        admin = await asyncpg.connect(self.base.admin_database_url)
-        try:
-            name = self.database_url.rsplit("/", 1)[1]
-
-            async def dropped() -> bool:
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                except asyncpg.PostgresError:
-                    return False  # a server process (autovacuum, say) still has it open
-                return True
-
-            await eventually(dropped, 30, f"database {name} to be dropped", interval=0.5)
-        finally:
-            await admin.close()
+        name = self.database_url.rsplit("/", 1)[1]
+        await drop_database(self.base.admin_database_url, name)
         return unclean
 
 
@@ -168,19 +157,8 @@ async def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
 
 async def _fresh_database(base: Base, name: str) -> str:
     """A new, migrated database: each lane is one deployment, and deployments never share."""
-    admin = await asyncpg.connect(base.admin_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = base.admin_database_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
-    assert migrate.returncode == 0, migrate.stderr.decode()
+    url = await create_database(base.admin_database_url, name)
+    migrate(url)
     return url
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from service.adapters.postgres import PostgresStore, open_pool
 from service.domain.commands import ConferenceCommand, CreateConference
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.databases import create_database, drop_database, migrate
 
 
 @pytest.fixture
@@ -27,23 +23,12 @@ async def database_url() -> AsyncIterator[str]:
     if not admin_url:
         pytest.fail("TEST_DATABASE_URL is not set: run the suite with `make test`")
     name = f"conference_ingress_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    url = await create_database(admin_url, name)
     try:
-        migrated = subprocess.run(
-            [sys.executable, "-m", "service", "migrate"],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert migrated.returncode == 0, migrated.stderr[-2000:]
+        migrate(url)
         yield url
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_url, name)
 
 
 @pytest.fixture

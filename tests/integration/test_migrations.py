@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.databases import ROOT, create_database, drop_database
+
 SCRIPT = """
 import sys
 from alembic import command
@@ -29,10 +29,8 @@ async def test_migrations_upgrade_downgrade_and_upgrade_again() -> None:
     if not admin_url:
         pytest.fail("TEST_DATABASE_URL is not set: run the suite with `make test`")
     name = f"conference_migrations_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = await create_database(admin_url, name)
     try:
-        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
         result = subprocess.run(
             [sys.executable, "-c", SCRIPT],
             cwd=ROOT,
@@ -52,5 +50,4 @@ async def test_migrations_upgrade_downgrade_and_upgrade_again() -> None:
             await connection.close()
         assert view == 1
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_url, name)

@@ -4,8 +4,6 @@ hold back the conferences claimed with it, and claimed work is finished when a s
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from uuid import UUID
 
 import pytest
@@ -15,14 +13,7 @@ from service.entrypoints.schedule import run_schedule
 from service.handlers import WorkerDeps, accept_command
 from tests.fakes import FakeClock, FakeConferenceStore, FakeProvider
 from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        await asyncio.sleep(0.01)
+from tests.waiting import eventually
 
 
 class RecordingStep:
@@ -70,7 +61,10 @@ async def test_a_slow_step_holds_back_nothing_and_is_finished_on_stop(
     loop = asyncio.create_task(run_schedule("test", deps, DIALING_STATUSES, step, 4, stop))
 
     # The slow conference was claimed in the first batch of 4; the 11 others still get done.
-    await eventually(lambda: len(step.stepped) == 11)
+    async def all_but_the_slow_one() -> bool:
+        return len(step.stepped) == 11
+
+    await eventually(all_but_the_slow_one, 5, "the other 11 conferences to be stepped", 0.01)
     assert ids[0] not in step.stepped
     assert step.most_in_hand <= 4
 
