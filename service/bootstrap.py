@@ -173,10 +173,12 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
         deps = WorkerDeps(
             store=store,
             provider=provider,
+            budget=provider.budget,
             timing=Timing(
                 poll_first=worker.poll_first_seconds,
                 poll_max=worker.poll_max_seconds,
-                dial_grace=worker.dial_grace_seconds,
+                # An unknown dial is resolved only once its request can no longer be on its way.
+                dial_grace=max(worker.dial_grace_seconds, provider.dial_deadline_seconds),
                 lease=worker.claim_lease_seconds,
                 settle_deadline=worker.settle_deadline_seconds,
                 default_max_duration=worker.default_max_duration_seconds,
@@ -199,5 +201,5 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             worker.claim_batch,
             worker.metrics_port,
             worker.idempotency_key_retention_days,
-            provider.share_budget if roles & {"dial", "poll"} else None,
+            provider.budget.share if roles & {"dial", "poll"} else None,
         )

@@ -15,6 +15,7 @@ KNOWN = frozenset(
         "after_accept",  # the command is in Postgres; its Kafka offset is not committed
         "after_create",  # the provider created the conference; its id is not stored
         "after_mark_dialing",  # participants are marked dialing; nobody has been dialed
+        "dial_sent",  # a dial request is written to the provider; its answer is not read
         "after_dial",  # the provider placed the calls; their ids are not stored
         "after_settle",  # the final state and event are committed; the relay has not run
         "after_publish",  # Kafka has the events; the outbox does not know it yet

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from service.ports import (
     ConferenceStore,
     DialOutcomeUnknown,
     Finding,
+    ProviderBudget,
     ProviderClient,
     ProviderError,
     ProviderRejected,
@@ -71,6 +73,7 @@ class Timing:
 class WorkerDeps:
     store: ConferenceStore
     provider: ProviderClient
+    budget: ProviderBudget
     timing: Timing
     clock: Callable[[], datetime]
     random: Callable[[], float]
@@ -94,11 +97,16 @@ async def accept_command(store: ConferenceStore, command: ConferenceCommand, now
 async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     """Create the conference at the provider and dial each participant at most once.
 
-    Every participant is marked `dialing`, committed, before the provider is asked to dial it:
-    a crash or a lost answer then leaves a visible unknown outcome, which is resolved from the
-    provider's call list after a grace period instead of by dialing again.
+    Each dial's send time is booked from the provider budget first; then the participant is
+    marked `dialing` with that time, committed, and only then dialed, at its time. A crash or a
+    lost answer leaves a visible unknown outcome that says until when the request could still
+    be on its way; past that it is resolved from the provider's call list, never by dialing
+    again. No dial waits for budget after its mark, and nothing waits past the claim's lease.
     """
     store, provider, timing = deps.store, deps.provider, deps.timing
+    if _past_deadline(deps, conference):
+        await _finish(deps, conference, ConferenceStatus.UNRESOLVED, _why_not_dialed(conference))
+        return
     if conference.cancel_requested_at is not None:
         for participant in conference.participants:
             if participant.dial_state is DialState.PENDING:
@@ -107,9 +115,14 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         if conference.provider_conference_id is None:
             await _finish(deps, conference, ConferenceStatus.CANCELED, "canceled before dialing")
             return
+    not_after = _booking_deadline(deps)
     if conference.provider_conference_id is None:
+        slot = _book_one(deps, not_after)
+        if slot is None:
+            await store.save(conference, [], deps.budget.seconds_until_free())
+            return
         try:
-            conference.provider_conference_id = await provider.create_conference()
+            conference.provider_conference_id = await provider.create_conference(at=slot)
             failpoints.reached("after_create")
         except ProviderUnavailable as error:
             log.warning(
@@ -125,24 +138,33 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         conference.status = ConferenceStatus.DIALING
 
     unknown = any(p.dial_state is DialState.DIALING for p in conference.participants)
-    if unknown and not await _resolve_unknown_dials(deps, conference):
+    if unknown and not await _resolve_unknown_dials(deps, conference, not_after):
         return
 
     pending = [p for p in conference.participants if p.dial_state is DialState.PENDING]
     if pending:
-        # Everyone is marked, in one commit, before anyone is dialed; then all are dialed at
-        # once, so they ring together and the room never empties between two dials.
-        started = deps.clock()
-        for participant in pending:
+        slots = deps.budget.book(len(pending), not_after)
+        if not slots:
+            await store.save(conference, [], deps.budget.seconds_until_free())
+            return
+        # Everyone with a send time is marked, in one commit, before anyone is dialed; the
+        # lease is held until the last of them can no longer be on its way.
+        dialing = pending[: len(slots)]
+        for participant, slot in zip(dialing, slots, strict=True):
             participant.dial_state = DialState.DIALING
-            participant.dial_started_at = started
-        if not await store.save(conference, [], timing.lease, hold=True):
+            participant.dial_started_at = slot
+        hold = (slots[-1] - deps.clock()).total_seconds() + timing.dial_grace
+        if not await store.save(conference, [], hold, hold=True):
             return
         failpoints.reached("after_mark_dialing")
-        await asyncio.gather(*(_dial(deps, conference, p) for p in pending))
+        await asyncio.gather(
+            *(_dial(deps, conference, p, slot) for p, slot in zip(dialing, slots, strict=True))
+        )
         failpoints.reached("after_dial")
-        if any(p.dial_state is DialState.PENDING for p in pending):
-            await store.save(conference, [], _retry_delay(deps))
+        if any(p.dial_state is DialState.PENDING for p in conference.participants):
+            # Refused before it was processed (429), or the budget served only some: the rest
+            # go in a later step, when the budget has room again.
+            await store.save(conference, [], max(deps.budget.seconds_until_free(), 0.5))
             return
         # The dials' outcomes are committed by whichever save ends this step, below; until
         # then they read as `dialing` and would be resolved, never dialed again.
@@ -168,8 +190,18 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     await store.save(conference, [dialed], _next_poll(deps, conference))
 
 
-async def _dial(deps: WorkerDeps, conference: Conference, participant: Participant) -> None:
-    """One dial; its outcome is left on the participant for the caller to commit."""
+def _why_not_dialed(conference: Conference) -> str:
+    if conference.provider_conference_id is None:
+        return "not dialed by the settle deadline: the provider never created the conference"
+    states = Counter(p.dial_state.value for p in conference.participants)
+    return f"not dialed by the settle deadline: participants {dict(sorted(states.items()))}"
+
+
+async def _dial(
+    deps: WorkerDeps, conference: Conference, participant: Participant, slot: datetime
+) -> None:
+    """One dial, at its booked time; its outcome is left on the participant for the caller to
+    commit."""
     assert conference.provider_conference_id is not None
     try:
         participant.provider_call_id = await deps.provider.add_participant(
@@ -177,6 +209,7 @@ async def _dial(deps: WorkerDeps, conference: Conference, participant: Participa
             participant.number,
             participant.caller_id,
             participant.record,
+            at=slot,
         )
         participant.dial_state = DialState.DIALED
     except DialOutcomeUnknown as error:
@@ -187,7 +220,8 @@ async def _dial(deps: WorkerDeps, conference: Conference, participant: Participa
             error=str(error),
         )
     except ProviderUnavailable as error:
-        # Refused before it was processed (429, no connection): nobody was dialed.
+        # Refused before it was processed (429, no connection, its time missed): nobody was
+        # dialed.
         participant.dial_state = DialState.PENDING
         participant.dial_started_at = None
         log.warning("dial_deferred", conference_id=str(conference.id), error=str(error))
@@ -197,28 +231,34 @@ async def _dial(deps: WorkerDeps, conference: Conference, participant: Participa
         log.warning("dial_rejected", conference_id=str(conference.id), error=str(error))
 
 
-async def _resolve_unknown_dials(deps: WorkerDeps, conference: Conference) -> bool:
-    """Settle `dialing` participants from the provider's call list once the grace period is over.
-    Returns False when the conference was rescheduled and the caller must stop."""
+async def _resolve_unknown_dials(
+    deps: WorkerDeps, conference: Conference, not_after: datetime
+) -> bool:
+    """Settle `dialing` participants from the provider's call list once no request for them
+    can still be on its way (their booked time plus the dial deadline). A number the provider
+    lists is a number that was dialed, with or without a call id. Returns False when the
+    conference was rescheduled and the caller must stop."""
     now = deps.clock()
     grace = timedelta(seconds=deps.timing.dial_grace)
     waiting = [
-        p
+        p.dial_started_at + grace
         for p in conference.participants
         if p.dial_state is DialState.DIALING
         and p.dial_started_at is not None
-        and now - p.dial_started_at < grace
+        and now < p.dial_started_at + grace
     ]
     if waiting:
         # Dialing the others meanwhile would be safe, but waiting keeps the protocol simple and
         # the grace period is short.
-        assert waiting[0].dial_started_at is not None
-        remaining = (waiting[0].dial_started_at + grace - now).total_seconds()
-        await deps.store.save(conference, [], max(remaining, 0.5))
+        await deps.store.save(conference, [], max((max(waiting) - now).total_seconds(), 0.5))
         return False
     assert conference.provider_conference_id is not None
+    slot = _book_one(deps, not_after)
+    if slot is None:
+        await deps.store.save(conference, [], deps.budget.seconds_until_free())
+        return False
     try:
-        report = await deps.provider.get_conference(conference.provider_conference_id)
+        report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
     except ProviderError as error:
         log.warning("dial_resolution_deferred", conference_id=str(conference.id), error=str(error))
         await deps.store.save(conference, [], _retry_delay(deps))
@@ -227,26 +267,48 @@ async def _resolve_unknown_dials(deps: WorkerDeps, conference: Conference) -> bo
         if participant.dial_state is not DialState.DIALING:
             continue
         call = match_call(participant, report.calls)
-        if call is not None and call.call_id is not None:
-            participant.provider_call_id = call.call_id
+        if call is not None:
+            participant.provider_call_id = call.call_id or participant.provider_call_id
             participant.dial_state = DialState.DIALED
+            metrics.DIAL_RESOLUTIONS.labels(outcome="placed").inc()
             log.info(
                 "dial_resolved_as_placed", conference_id=str(conference.id), call_id=call.call_id
             )
         else:
             participant.dial_state = DialState.PENDING
             participant.dial_started_at = None
+            metrics.DIAL_RESOLUTIONS.labels(outcome="not_placed").inc()
             log.info("dial_resolved_as_not_placed", conference_id=str(conference.id))
     return await deps.store.save(conference, [], deps.timing.lease, hold=True)
+
+
+def _booking_deadline(deps: WorkerDeps) -> datetime:
+    """The latest moment a step may book a request for: half a lease from its start, so that
+    its requests have gone (and its marks are committed) well before the claim could lapse."""
+    return deps.clock() + timedelta(seconds=deps.timing.lease / 2)
+
+
+def _book_one(deps: WorkerDeps, not_after: datetime) -> datetime | None:
+    slots = deps.budget.book(1, not_after)
+    return slots[0] if slots else None
 
 
 async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
     """Read the conference at the provider, record what changed, and finish it once every
     participant is settled; otherwise look again later, less often each time."""
     assert conference.provider_conference_id is not None
+    if _past_deadline(deps, conference, grace=deps.timing.lease):
+        # Polls past the deadline finish it below; reaching here means they keep failing
+        # before that point (a bug, an answer that cannot be read): stop trying.
+        await _finish(deps, conference, ConferenceStatus.UNRESOLVED, "not settled by the deadline")
+        return
+    slot = _book_one(deps, _booking_deadline(deps))
+    if slot is None:
+        await deps.store.save(conference, [], deps.budget.seconds_until_free())
+        return
     conference.poll_count += 1
     try:
-        report = await deps.provider.get_conference(conference.provider_conference_id)
+        report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
     except ProviderError as error:
         log.warning("poll_failed", conference_id=str(conference.id), error=str(error))
         if _past_deadline(deps, conference):
@@ -266,6 +328,8 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         if not is_known_call_status(call.status):
             log.warning("unknown_call_status", conference_id=str(conference.id), status=call.status)
         changed = call.status != participant.provider_status
+        # A dial answered without an id (or a flat answer) learns it from the call list.
+        participant.provider_call_id = participant.provider_call_id or call.call_id
         participant.provider_status = call.status
         participant.started_at = call.started_at or participant.started_at
         participant.duration_seconds = call.duration_seconds
@@ -363,8 +427,9 @@ def _retry_delay(deps: WorkerDeps) -> float:
     return next_poll_delay(0, deps.timing.poll_first, deps.timing.poll_max, deps.random())
 
 
-def _past_deadline(deps: WorkerDeps, conference: Conference) -> bool:
-    return deps.clock() - conference.accepted_at > timedelta(seconds=deps.timing.settle_deadline)
+def _past_deadline(deps: WorkerDeps, conference: Conference, grace: float = 0.0) -> bool:
+    limit = timedelta(seconds=deps.timing.settle_deadline + grace)
+    return deps.clock() - conference.accepted_at > limit
 
 
 def _past_max_duration(deps: WorkerDeps, conference: Conference) -> bool:

@@ -26,6 +26,24 @@ PROVIDER_REQUESTS = Histogram(
     ["endpoint", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+PROVIDER_BUDGET_SHARE = Gauge(
+    "conference_provider_budget_share_rps",
+    "This process's share of TOTALVOICE_MAX_RPS (the budget divided by the live workers).",
+)
+PROVIDER_BUDGET_WAIT = Histogram(
+    "conference_provider_budget_wait_seconds",
+    "From booking a provider request to its send time: what the budget's queue costs.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PROVIDER_BUDGET_REFUSED = Counter(
+    "conference_provider_budget_refused_total",
+    "Provider requests put off because this process's share could not serve them in time.",
+)
+DIAL_RESOLUTIONS = Counter(
+    "conference_dial_resolutions_total",
+    "Dials of unknown outcome resolved from the provider's call list, by what it showed.",
+    ["outcome"],
+)
 CONFERENCES_FINALIZED = Counter(
     "conference_finalized_total", "Conferences that reached a final status.", ["status"]
 )
@@ -55,5 +73,7 @@ WEBHOOKS_RECEIVED = Counter(
 # Series that alerts take increase() of exist from the start, so the first event counts.
 for _outcome in ("accepted", "duplicate", "dead_lettered"):
     COMMANDS_CONSUMED.labels(outcome=_outcome)
+for _outcome in ("placed", "not_placed"):
+    DIAL_RESOLUTIONS.labels(outcome=_outcome)
 for _status in ("completed", "failed", "canceled", "unresolved"):
     CONFERENCES_FINALIZED.labels(status=_status)

@@ -80,22 +80,53 @@ class DialOutcomeUnknown(ProviderError):
     may be ringing. Resolved later from the provider's call list, never by dialing again."""
 
 
-class ProviderClient(Protocol):
-    """TotalVoice's conference API, in the service's words."""
+class ProviderBudget(Protocol):
+    """This process's share of the provider's requests-per-second budget. Requests are booked
+    before they are made, so a step knows when each of its requests will go."""
 
-    async def create_conference(self) -> str:
+    def book(self, requests: int, not_after: datetime | None = None) -> list[datetime]:
+        """Send times for up to `requests` requests, none later than `not_after`; fewer (even
+        none) when the share cannot serve them all by then. A booked time is kept: the request
+        may go at it without waiting again."""
+
+    def spare(self, within: float) -> int:
+        """How many more requests could be booked to go within `within` seconds from now."""
+
+    def seconds_until_free(self) -> float:
+        """How long until the next request could go."""
+
+    def share(self, holders: int) -> None:
+        """`holders` processes share the budget, this one included."""
+
+
+class ProviderClient(Protocol):
+    """TotalVoice's conference API, in the service's words. Each request goes at `at`, a time
+    booked from the `ProviderBudget`; without one, the client books and waits for its own."""
+
+    async def create_conference(self, *, at: datetime | None = None) -> str:
         """Create an empty conference (dials nobody) and return the provider's id."""
 
     async def add_participant(
-        self, conference_id: str, number: str, caller_id: str | None, record: bool
-    ) -> str:
-        """Dial `number` into the conference; return the provider's call id. Never retried
-        inside: a lost answer raises `DialOutcomeUnknown`."""
+        self,
+        conference_id: str,
+        number: str,
+        caller_id: str | None,
+        record: bool,
+        *,
+        at: datetime | None = None,
+    ) -> str | None:
+        """Dial `number` into the conference; return the provider's call id, or None when the
+        provider placed the call without giving one. Never retried inside, never sent later
+        than shortly after `at` (`ProviderUnavailable` then: nobody was dialed), and never in
+        flight for longer than the client's dial deadline; a lost answer raises
+        `DialOutcomeUnknown`."""
 
-    async def get_conference(self, conference_id: str) -> ConferenceReport:
+    async def get_conference(
+        self, conference_id: str, *, at: datetime | None = None
+    ) -> ConferenceReport:
         """The conference and every call placed into it; `ProviderNotFound` for an unknown id."""
 
-    async def end_conference(self, conference_id: str) -> None:
+    async def end_conference(self, conference_id: str, *, at: datetime | None = None) -> None:
         """End it; ending one that is already over is not an error."""
 
     async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:

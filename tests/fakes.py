@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
+from service.adapters.totalvoice import parse_conference
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import (
     CallReport,
@@ -223,8 +225,6 @@ class FakeCall:
     price: str | None = None
 
     def report(self) -> CallReport:
-        from decimal import Decimal
-
         return CallReport(
             call_id=self.call_id,
             number=self.number,
@@ -248,15 +248,30 @@ class FakeProvider:
         self._ids = itertools.count(1000)
         self.fail_next_dial_with: Exception | None = None
         self.place_call_before_failing = True
+        self.fail_creates_with: Exception | None = None
+        # When set, calls are answered as the provider's JSON, numbers echoed in this form and
+        # without call ids, and read back through the client's own parsing.
+        self.echo_numbers_as: Callable[[str], str] | None = None
 
-    async def create_conference(self) -> str:
+    async def create_conference(self, *, at: datetime | None = None) -> str:
+        if self.fail_creates_with is not None:
+            raise self.fail_creates_with
         conference_id = str(next(self._ids))
         self.conferences[conference_id] = []
         return conference_id
 
     async def add_participant(
-        self, conference_id: str, number: str, caller_id: str | None, record: bool
-    ) -> str:
+        self,
+        conference_id: str,
+        number: str,
+        caller_id: str | None,
+        record: bool,
+        *,
+        at: datetime | None = None,
+    ) -> str | None:
+        # The dial protocol books every dial's time before marking it: a dial without one
+        # would be a dial that could wait for budget after its mark.
+        assert at is not None, "a dial must go at a booked time"
         failure, self.fail_next_dial_with = self.fail_next_dial_with, None
         if failure is not None and not self.place_call_before_failing:
             raise failure
@@ -267,18 +282,40 @@ class FakeProvider:
             raise failure
         return call.call_id
 
-    async def get_conference(self, conference_id: str) -> ConferenceReport:
+    async def get_conference(
+        self, conference_id: str, *, at: datetime | None = None
+    ) -> ConferenceReport:
         self.gets += 1
         if conference_id not in self.conferences:
             raise ProviderNotFound("conferencia não encontrada", status=404, reason=60)
+        ended_at = datetime(2026, 1, 1, tzinfo=UTC) if conference_id in self.ended else None
+        if self.echo_numbers_as is not None:
+            echo = self.echo_numbers_as
+            return parse_conference(
+                {
+                    "id": conference_id,
+                    "data_termino": None if ended_at is None else ended_at.isoformat(),
+                    "chamadas": [
+                        {
+                            "numero": echo(c.number),
+                            "status": c.status,
+                            "duracao_cobrada_segundos": c.billed_seconds,
+                            "duracao_falada_segundos": c.talk_seconds,
+                            "duracao_segundos": c.duration_seconds,
+                            "preco": None if c.price is None else Decimal(c.price),
+                        }
+                        for c in self.conferences[conference_id]
+                    ],
+                }
+            )
         return ConferenceReport(
             provider_conference_id=conference_id,
             created_at=None,
-            ended_at=datetime(2026, 1, 1, tzinfo=UTC) if conference_id in self.ended else None,
+            ended_at=ended_at,
             calls=tuple(c.report() for c in self.conferences[conference_id]),
         )
 
-    async def end_conference(self, conference_id: str) -> None:
+    async def end_conference(self, conference_id: str, *, at: datetime | None = None) -> None:
         self.ended.add(conference_id)
 
     async def conference_report(self, start: datetime, end: datetime) -> list[ConferenceReport]:
@@ -295,6 +332,40 @@ class FakeProvider:
                 call.billed_seconds = 60 if status == "atendida" else None
                 call.duration_seconds = talk + 5
                 call.price = price if status == "atendida" else "0"
+
+
+class FakeBudget:
+    """The provider budget on the fake clock: requests evenly spaced at `rate` a second, booked
+    in advance, refused past their deadline, exactly as `PacedBudget` does."""
+
+    def __init__(self, clock: FakeClock, rate: float = 1000.0) -> None:
+        self.clock = clock
+        self.total = rate
+        self.rate = rate
+        self._next_free = clock()
+        self.booked: list[datetime] = []
+
+    def book(self, requests: int, not_after: datetime | None = None) -> list[datetime]:
+        slots: list[datetime] = []
+        for _ in range(requests):
+            slot = max(self.clock(), self._next_free)
+            if not_after is not None and slot > not_after:
+                break
+            slots.append(slot)
+            self._next_free = slot + timedelta(seconds=1 / self.rate)
+        self.booked.extend(slots)
+        return slots
+
+    def spare(self, within: float) -> int:
+        start = max(self.clock(), self._next_free)
+        room = (self.clock() + timedelta(seconds=within) - start).total_seconds()
+        return 0 if room < 0 else int(room * self.rate) + 1
+
+    def seconds_until_free(self) -> float:
+        return max((self._next_free - self.clock()).total_seconds(), 0.0)
+
+    def share(self, holders: int) -> None:
+        self.rate = self.total / max(holders, 1)
 
 
 class FakeCommandPublisher:

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from service import metrics
+from service import failpoints, metrics
+from service.adapters.provider_budget import PacedBudget, wait_until
 from service.domain.conference import CallReport, ConferenceReport
-from service.domain.numbers import InvalidNumber, to_e164
+from service.domain.numbers import from_provider
 from service.logging import get_logger
 from service.ports import (
     DialOutcomeUnknown,
@@ -51,33 +52,17 @@ REPORT_PAGE_LIMIT = 200
 _SAFE_ATTEMPTS = 3
 
 T = TypeVar("T")
+# How late a dial may still go after its booked time (an event loop busy for a moment).
+DIAL_LATE_SECONDS = 1.0
+# Marks a dial for the trace hook below (aiohttp hands it to every hook of that request).
+_DIAL_TRACE = {"dial": True}
 
 
-class RateLimiter:
-    """A token bucket: at most `rate` requests a second, with bursts of up to one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.budget = rate
-        self.rate = rate
-        self._tokens = rate
-        self._updated = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    def share(self, holders: int) -> None:
-        """The budget is shared by `holders` processes: take only this one's part of it."""
-        self.rate = self.budget / max(holders, 1)
-        self._tokens = min(self._tokens, self.rate)
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+async def _on_chunk_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestChunkSentParams
+) -> None:
+    if context.trace_request_ctx is _DIAL_TRACE:
+        failpoints.reached("dial_sent")
 
 
 # Failures that mean the request never left: nobody was dialed. (A pool wait that runs out is a
@@ -96,13 +81,28 @@ class TotalVoiceClient:
         base_url: str,
         headers: dict[str, str],
         timeout: aiohttp.ClientTimeout,
-        limiter: RateLimiter,
+        budget: PacedBudget,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = headers
         self._timeout = timeout
-        self._limiter = limiter
+        self._budget = budget
+        # A dial is one exchange with a hard end, so that the dial protocol knows when it can no
+        # longer be on its way: sent at most DIAL_LATE_SECONDS after its booked time, then
+        # answered (or abandoned) within the connect and read timeouts.
+        self._dial_timeout = aiohttp.ClientTimeout(
+            total=(timeout.connect or 0) + (timeout.sock_read or 0)
+        )
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def budget(self) -> PacedBudget:
+        return self._budget
+
+    @property
+    def dial_deadline_seconds(self) -> float:
+        """From a dial's booked time to the moment it can no longer be in flight."""
+        return DIAL_LATE_SECONDS + (self._dial_timeout.total or 0)
 
     @classmethod
     def create(
@@ -129,12 +129,16 @@ class TotalVoiceClient:
             sock_connect=connect_timeout,
             sock_read=read_timeout,
         )
-        return cls(base_url, headers, timeout, RateLimiter(max_rps))
+        return cls(base_url, headers, timeout, PacedBudget(max_rps))
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp requires.
         if self._session is None:
+            # The chaos suite kills a worker between writing a dial and reading its answer.
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_chunk_sent.append(_on_chunk_sent)
             self._session = aiohttp.ClientSession(
+                trace_configs=[tracing],
                 headers=self._headers,
                 timeout=self._timeout,
                 # An idle connection is dropped after 4 s, before the usual 5 s of servers:
@@ -146,21 +150,17 @@ class TotalVoiceClient:
             )
         return self._session
 
-    def share_budget(self, workers: int) -> None:
-        """`TOTALVOICE_MAX_RPS` holds across all workers: each takes its share."""
-        self._limiter.share(workers)
-
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
 
     # --- endpoints -----------------------------------------------------------------------
 
-    async def create_conference(self) -> str:
+    async def create_conference(self, *, at: datetime | None = None) -> str:
         # `{}` and never `numero_destino`: the seed documents a create body that would dial at
         # once, outside the dial protocol. An empty conference is harmless to create twice.
         data = await self._safely(
-            lambda: self._request("POST /conferencia", "/conferencia", json={})
+            lambda slot: self._request("POST /conferencia", "/conferencia", slot, json={}), at
         )
         conference_id = parse_id(data.get("id") if isinstance(data, dict) else None)
         if conference_id is None:
@@ -168,12 +168,31 @@ class TotalVoiceClient:
         return conference_id
 
     async def add_participant(
-        self, conference_id: str, number: str, caller_id: str | None, record: bool
-    ) -> str:
+        self,
+        conference_id: str,
+        number: str,
+        caller_id: str | None,
+        record: bool,
+        *,
+        at: datetime | None = None,
+    ) -> str | None:
         body = {"numero": number, "bina": caller_id, "gravar_audio": record}
+        if at is None:
+            [at] = self._budget.book(1)
+        await wait_until(at)
+        late = (datetime.now(UTC) - at).total_seconds()
+        if late > DIAL_LATE_SECONDS:
+            # The protocol counts on a dial going at its booked time; sent now, it could still
+            # be on its way when another worker resolves it. Not sent: nobody was dialed.
+            raise ProviderUnavailable(f"dial not sent: {late:.1f}s past its booked time")
         try:
             data = await self._request(
-                "POST /conferencia/{id}", f"/conferencia/{conference_id}", json=body
+                "POST /conferencia/{id}",
+                f"/conferencia/{conference_id}",
+                at,
+                json=body,
+                timeout=self._dial_timeout,
+                trace_request_ctx=_DIAL_TRACE,
             )
         except NOT_SENT as error:
             raise ProviderUnavailable(f"dial not sent: {type(error).__name__}") from error
@@ -186,23 +205,29 @@ class TotalVoiceClient:
             raise DialOutcomeUnknown(
                 f"dial answered {error.status}: {error}", status=error.status, reason=error.reason
             ) from error
-        call_id = parse_id(data.get("id") if isinstance(data, dict) else None)
-        if call_id is None:
-            raise DialOutcomeUnknown("dial answered without a call id")
-        return call_id
+        # A success without an id: placed, and matched later by its number.
+        return parse_id(data.get("id") if isinstance(data, dict) else None)
 
-    async def get_conference(self, conference_id: str) -> ConferenceReport:
+    async def get_conference(
+        self, conference_id: str, *, at: datetime | None = None
+    ) -> ConferenceReport:
         data = await self._safely(
-            lambda: self._request("GET /conferencia/{id}", f"/conferencia/{conference_id}")
+            lambda slot: self._request(
+                "GET /conferencia/{id}", f"/conferencia/{conference_id}", slot
+            ),
+            at,
         )
         if not isinstance(data, dict):
             raise ProviderError("conference answered without an object")
         return parse_conference(data, fallback_id=conference_id)
 
-    async def end_conference(self, conference_id: str) -> None:
+    async def end_conference(self, conference_id: str, *, at: datetime | None = None) -> None:
         try:
             await self._safely(
-                lambda: self._request("DELETE /conferencia/{id}", f"/conferencia/{conference_id}")
+                lambda slot: self._request(
+                    "DELETE /conferencia/{id}", f"/conferencia/{conference_id}", slot
+                ),
+                at,
             )
         except ProviderNotActive:
             return  # it had ended already, which is what was asked
@@ -232,12 +257,14 @@ class TotalVoiceClient:
             if len(entries) < REPORT_PAGE_LIMIT:
                 return items
 
-    async def _safely(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _safely(
+        self, call: Callable[[datetime | None], Awaitable[T]], at: datetime | None = None
+    ) -> T:
         """Repeat a request that is safe to repeat, with jittered backoff, on 429, 5xx and
-        connection failures."""
+        connection failures. The first try goes at `at`; a repeat books a time of its own."""
         for attempt in range(1, _SAFE_ATTEMPTS + 1):
             try:
-                return await call()
+                return await call(at if attempt == 1 else None)
             except (ProviderUnavailable, *TRANSPORT_ERRORS) as error:
                 if attempt == _SAFE_ATTEMPTS:
                     if not isinstance(error, ProviderUnavailable):
@@ -248,11 +275,14 @@ class TotalVoiceClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _request(self, endpoint: str, path: str, **kwargs: Any) -> Any:
-        """One request; `endpoint` ("GET /conferencia/{id}") gives its method and names it in
-        the metrics."""
+    async def _request(self, endpoint: str, path: str, at: datetime | None, **kwargs: Any) -> Any:
+        """One request, sent at `at`, a booked time (None: book one and wait for it);
+        `endpoint` ("GET /conferencia/{id}") gives its method and names it in the metrics."""
         method = endpoint.split(" ", 1)[0]
-        await self._limiter.acquire()
+        if at is None:
+            await self._budget.acquire()
+        else:
+            await wait_until(at)
         started = time.monotonic()
         outcome = "transport_error"
         try:
@@ -394,16 +424,13 @@ def parse_price(value: object) -> Decimal | None:
 
 
 def parse_number(value: object) -> str | None:
+    """E.164 for a Brazilian number in any echo form; anything else (an extension, a foreign
+    number) as the provider wrote it."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         return None
-    try:
-        return to_e164(value)
-    except InvalidNumber:
-        return (
-            value.strip() or None
-        )  # an extension or a foreign number: kept as the provider wrote it
+    return from_provider(value) or value.strip() or None
 
 
 def parse_status(value: object) -> str | None:

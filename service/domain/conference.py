@@ -3,6 +3,7 @@ how a conference ends, when to look again."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -154,13 +155,16 @@ class Conference:
         return all(p.is_settled for p in self.participants)
 
 
-def match_call(participant: Participant, calls: tuple[CallReport, ...]) -> CallReport | None:
-    """The provider's call for this participant: by call id when we have it, else by number."""
+def match_call(participant: Participant, calls: Sequence[CallReport]) -> CallReport | None:
+    """The provider's call for this participant: by call id when both sides have one and they
+    agree, else by number. Numbers are distinct within a conference and the provider adapter
+    gives them in E.164 whatever form the provider echoed, so a number identifies the call even
+    where the provider's ids disagree (the id a dial answered is not always the id of the call
+    listed) or are missing (the flat answer has none)."""
     if participant.provider_call_id is not None:
         for call in calls:
             if call.call_id == participant.provider_call_id:
                 return call
-        return None
     for call in calls:
         if call.number == participant.number:
             return call
@@ -171,7 +175,7 @@ def outcome_when_settled(conference: Conference) -> ConferenceStatus:
     """A conference that placed at least one call completed; one that could place none failed."""
     if conference.cancel_requested_at is not None:
         return ConferenceStatus.CANCELED
-    if any(p.provider_call_id is not None for p in conference.participants):
+    if any(p.dial_state is DialState.DIALED for p in conference.participants):
         return ConferenceStatus.COMPLETED
     return ConferenceStatus.FAILED
 

@@ -16,11 +16,19 @@ log = get_logger(__name__)
 
 Step = Callable[[WorkerDeps, Conference], Awaitable[None]]
 
-DIALER: tuple[Sequence[ConferenceStatus], Step] = (
+# What each loop claims, the step it runs, and the provider requests a step usually makes (a
+# create and two dials; one GET): a loop claims only what the budget can serve within half a
+# lease, so that claimed work never waits for budget until its lease runs out.
+DIALER: tuple[Sequence[ConferenceStatus], Step, int] = (
     (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING),
     advance_dialing,
+    3,
 )
-POLLER: tuple[Sequence[ConferenceStatus], Step] = ((ConferenceStatus.IN_PROGRESS,), poll_conference)
+POLLER: tuple[Sequence[ConferenceStatus], Step, int] = (
+    (ConferenceStatus.IN_PROGRESS,),
+    poll_conference,
+    1,
+)
 
 _IDLE_SECONDS = 0.2  # nothing was due: look again after this
 _TOPUP_SECONDS = 0.02  # fewer were due than there was room for: top up after this
@@ -31,12 +39,14 @@ async def run_schedule(
     deps: WorkerDeps,
     statuses: Sequence[ConferenceStatus],
     step: Step,
+    requests_per_step: int,
     batch: int,
     stop: asyncio.Event,
 ) -> None:
     """Keep up to `batch` conferences in hand, claiming more once a quarter of them is done,
     so that one slow step never holds back the others claimed with it, and a busy loop still
-    claims in batches rather than once per step."""
+    claims in batches rather than once per step. Never more than the provider budget serves
+    within half a lease (at least one, whose step books what it can)."""
     refill_at = max(1, batch // 4)
     running: set[asyncio.Task[None]] = set()
     try:
@@ -45,6 +55,13 @@ async def run_schedule(
             if running and room < refill_at:
                 running = await _until_one_finishes(running, stop, None)
                 continue
+            spare = deps.budget.spare(deps.timing.lease / 2)
+            if spare == 0:
+                running = await _until_one_finishes(
+                    running, stop, max(deps.budget.seconds_until_free(), _TOPUP_SECONDS)
+                )
+                continue
+            room = min(room, max(1, spare // requests_per_step))
             try:
                 due = await deps.store.claim_due(statuses, room, deps.timing.lease)
             except Exception as error:

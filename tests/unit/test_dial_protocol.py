@@ -13,7 +13,7 @@ from service.domain.commands import ConferenceCommand, CreateConference
 from service.domain.conference import ConferenceStatus, DialState
 from service.handlers import Timing, WorkerDeps, accept_command, advance_dialing, poll_conference
 from service.ports import DialOutcomeUnknown, ProviderRejected, ProviderUnavailable
-from tests.fakes import FakeClock, FakeConferenceStore, FakeProvider
+from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 
 DIALING_STATUSES = (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING)
 TIMING = Timing(
@@ -44,7 +44,12 @@ def provider() -> FakeProvider:
 @pytest.fixture
 def deps(store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock) -> WorkerDeps:
     return WorkerDeps(
-        store=store, provider=provider, timing=TIMING, clock=clock, random=lambda: 0.5
+        store=store,
+        provider=provider,
+        budget=FakeBudget(clock),
+        timing=TIMING,
+        clock=clock,
+        random=lambda: 0.5,
     )
 
 
@@ -285,3 +290,86 @@ async def test_unknown_provider_status_is_kept_raw_and_never_settles(
     assert participant.provider_status == "em espera"
     assert participant.settled_at is None
     assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
+
+
+ECHO_FORMS = {
+    "national": lambda e164: e164[3:],
+    "digits55": lambda e164: e164[1:],
+    "e164": lambda e164: e164,
+}
+
+
+@pytest.mark.parametrize("form", ECHO_FORMS)
+async def test_a_number_the_provider_lists_without_an_id_is_never_dialed_again(
+    deps: WorkerDeps,
+    store: FakeConferenceStore,
+    provider: FakeProvider,
+    clock: FakeClock,
+    form: str,
+) -> None:
+    """The dial's answer was lost, and the provider's list shows the number (in its own echo
+    form) but no call id, as its flat answer does: the call was placed."""
+    cmd = command("4832830151", "48999990000")
+    await accept_command(store, cmd, clock())
+    provider.echo_numbers_as = ECHO_FORMS[form]
+    provider.fail_next_dial_with = DialOutcomeUnknown("read timeout")
+
+    await step(deps, store)
+    clock.advance(TIMING.dial_grace + 1)
+    await step(deps, store)
+    provider.finish_all(talk=42, price="0.123456")
+    clock.advance(TIMING.poll_max)
+    await step(deps, store)
+
+    assert sorted(n for _, n in provider.dials) == ["+554832830151", "+5548999990000"]
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.COMPLETED
+    assert [(p.dial_state, p.billed_seconds, p.price) for p in conference.participants] == [
+        (DialState.DIALED, 60, Decimal("0.123456"))
+    ] * 2
+
+
+async def test_a_conference_the_provider_never_creates_ends_unresolved_at_the_deadline(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.fail_creates_with = ProviderUnavailable("502 Bad Gateway", status=502)
+
+    for _ in range(100):
+        await step(deps, store)
+        if store.conference(cmd.conference_id).status.is_final:
+            break
+        clock.advance(TIMING.settle_deadline / 50)
+
+    conference = store.conference(cmd.conference_id)
+    assert conference.status is ConferenceStatus.UNRESOLVED
+    assert conference.failure_reason == (
+        "not dialed by the settle deadline: the provider never created the conference"
+    )
+    assert provider.dials == []
+    assert store.event_types(cmd.conference_id)[-1] == "conference.unresolved"
+
+
+async def test_every_dial_goes_at_a_time_booked_before_its_mark(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    """A tight budget: the step books what fits in half a lease and dials only those; the
+    rest wait for a later step, never for budget after their mark."""
+    tight = FakeBudget(clock, rate=0.2)  # one request every 5 s; half a lease is 30 s
+    deps = WorkerDeps(store, provider, tight, TIMING, clock, lambda: 0.5)
+    numbers = [f"4832830{i:03d}" for i in range(10)]
+    cmd = command(*numbers)
+    await accept_command(store, cmd, clock())
+
+    await step(deps, store)
+    marked = store.conference(cmd.conference_id).participants
+    # The create and six dials fit in 30 s: 0, 5, ..., 30 s.
+    assert sum(p.dial_state is DialState.DIALED for p in marked) == 6
+    assert all(p.dial_state is DialState.PENDING for p in marked[6:])
+    assert [p.dial_started_at for p in marked[:6]] == tight.booked[1:7]
+
+    for _ in range(10):
+        clock.advance(31)
+        await step(deps, store)
+    assert sorted(n for _, n in provider.dials) == sorted(f"+55{n}" for n in numbers)

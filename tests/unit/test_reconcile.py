@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from service.domain.conference import ConferenceStatus
 from service.handlers import ReconcileDeps, advance_dialing, poll_conference, reconcile_period
-from tests.fakes import FakeCall, FakeClock, FakeConferenceStore, FakeProvider
+from tests.fakes import FakeBudget, FakeCall, FakeClock, FakeConferenceStore, FakeProvider
 from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
 
 PERIOD = (datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 27, tzinfo=UTC))
@@ -19,7 +19,7 @@ async def finished_conference(
 ) -> None:
     from service.handlers import WorkerDeps, accept_command
 
-    deps = WorkerDeps(store, provider, TIMING, clock, lambda: 0.5)
+    deps = WorkerDeps(store, provider, FakeBudget(clock), TIMING, clock, lambda: 0.5)
     cmd = command("4832830151", "4832830152")
     await accept_command(store, cmd, clock())
     for conference in await store.claim_due(DIALING_STATUSES, 10, TIMING.lease):

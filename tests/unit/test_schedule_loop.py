@@ -11,7 +11,7 @@ import pytest
 from service.domain.conference import Conference
 from service.entrypoints.schedule import run_schedule
 from service.handlers import WorkerDeps, accept_command
-from tests.fakes import FakeClock, FakeConferenceStore, FakeProvider
+from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
 from tests.waiting import eventually
 
@@ -55,10 +55,12 @@ async def test_a_slow_step_holds_back_nothing_and_is_finished_on_stop(
         assert await accept_command(store, cmd, store.clock())
         ids.append(cmd.conference_id)
     step = RecordingStep(store, slow=ids[0])
-    deps = WorkerDeps(store, FakeProvider(), TIMING, store.clock, lambda: 0.5)
+    deps = WorkerDeps(
+        store, FakeProvider(), FakeBudget(store.clock), TIMING, store.clock, lambda: 0.5
+    )
     stop = asyncio.Event()
 
-    loop = asyncio.create_task(run_schedule("test", deps, DIALING_STATUSES, step, 4, stop))
+    loop = asyncio.create_task(run_schedule("test", deps, DIALING_STATUSES, step, 1, 4, stop))
 
     # The slow conference was claimed in the first batch of 4; the 11 others still get done.
     async def all_but_the_slow_one() -> bool:

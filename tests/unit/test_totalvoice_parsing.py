@@ -639,10 +639,9 @@ def test_specific_errors_keep_the_meaning_of_their_base() -> None:
     "body",
     [
         b'{"status":200,"sucesso":false,"motivo":50,"mensagem":"erro"}',
-        b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"chamada criada com sucesso"}',
         b"<html>OK</html>",
     ],
-    ids=["not-a-success", "no-call-id", "not-json"],
+    ids=["not-a-success", "not-json"],
 )
 async def test_a_dial_answered_but_not_understood_is_an_unknown_outcome(
     client_for: ClientFor, body: bytes
@@ -653,6 +652,17 @@ async def test_a_dial_answered_but_not_understood_is_an_unknown_outcome(
     with pytest.raises(DialOutcomeUnknown):
         await client.add_participant("4921", "4832830151", None, False)
 
+    assert len(seen) == 1
+
+
+async def test_a_dial_answered_success_without_a_call_id_is_placed(client_for: ClientFor) -> None:
+    """Some answers carry no id in `dados`: the call was placed, and the poller matches it by
+    its number."""
+    seen: list[Seen] = []
+    body = b'{"status":200,"sucesso":true,"motivo":0,"mensagem":"chamada criada com sucesso"}'
+    client = await client_for(replying(body, seen))
+
+    assert await client.add_participant("4921", "4832830151", None, False) is None
     assert len(seen) == 1
 
 

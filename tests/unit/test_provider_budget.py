@@ -1,0 +1,81 @@
+"""The paced provider budget: any share above zero sends, bookings never pass their deadline,
+and a shared budget spaces requests at the share's rate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
+import pytest
+
+from service.adapters.provider_budget import PacedBudget
+from service.domain.numbers import from_provider
+
+
+def gaps(slots: list[datetime]) -> list[float]:
+    return [round((b - a).total_seconds(), 3) for a, b in pairwise(slots)]
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.8, 1, 4])
+def test_any_share_above_zero_books_requests_one_interval_apart(share: float) -> None:
+    """A share below one request a second used to send nothing at all: a bucket that held at
+    most `rate` tokens never reached the whole token a request needs."""
+    budget = PacedBudget(share)
+    slots = budget.book(4)
+    assert len(slots) == 4
+    assert gaps(slots) == pytest.approx([1 / share] * 3, abs=0.01)
+    assert slots[0] - datetime.now(UTC) < timedelta(seconds=0.1)
+
+
+def test_a_booking_never_goes_past_its_deadline() -> None:
+    budget = PacedBudget(2)
+    not_after = datetime.now(UTC) + timedelta(seconds=1.2)
+    slots = budget.book(10, not_after)
+    assert len(slots) == 3  # now, +0.5 s, +1.0 s
+    assert all(slot <= not_after for slot in slots)
+    # What was refused was not taken: the next booking starts right after the last kept one.
+    [after] = budget.book(1)
+    assert (after - slots[-1]).total_seconds() == pytest.approx(0.5, abs=0.01)
+
+
+def test_spare_counts_what_fits_in_a_window_after_what_is_booked() -> None:
+    budget = PacedBudget(4)
+    assert budget.spare(5) == 21
+    budget.book(8)  # two seconds booked ahead
+    assert budget.spare(5) == 13
+    assert budget.spare(1) == 0
+    assert budget.seconds_until_free() == pytest.approx(2, abs=0.05)
+
+
+def test_sharing_the_budget_spaces_requests_at_the_share() -> None:
+    budget = PacedBudget(2.4)
+    budget.share(3)
+    assert budget.rate == pytest.approx(0.8)
+    assert gaps(budget.book(2)) == pytest.approx([1.25], abs=0.01)
+    budget.share(1)
+    assert budget.rate == pytest.approx(2.4)
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    ["4832830151", "554832830151", "+554832830151", "048 3283-0151", "(48) 3283-0151"],
+)
+def test_every_echo_form_of_a_number_reads_as_the_same_e164(echoed: str) -> None:
+    assert from_provider(echoed) == "+554832830151"
+
+
+@pytest.mark.parametrize(
+    "echoed", ["5548999990000", "48999990000", "+5548999990000", "55 48 99999-0000"]
+)
+def test_a_mobile_number_in_every_echo_form(echoed: str) -> None:
+    assert from_provider(echoed) == "+5548999990000"
+
+
+def test_a_national_number_with_ddd_55_is_not_taken_for_a_country_code() -> None:
+    assert from_provider("55999990000") == "+5555999990000"  # DDD 55, 11 digits
+    assert from_provider("5555999990000") == "+5555999990000"
+
+
+@pytest.mark.parametrize("echoed", ["+14155550100", "1234", "ramal 12", ""])
+def test_what_is_not_a_brazilian_number_is_not_made_one(echoed: str) -> None:
+    assert from_provider(echoed) is None
