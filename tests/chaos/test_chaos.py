@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.failpoints import KNOWN
 from tests.chaos.invariants import check_invariants
-from tests.e2e.conftest import ROOT, Base, Lane, open_lane
+from tests.e2e.conftest import ROOT, Base, Lane, ServiceProcess, open_lane
 from tests.e2e.helpers import create_conferences
 from tests.e2e.topics import read_topic
 from tests.waiting import eventually
@@ -86,17 +86,68 @@ async def test_hard_kill_at_every_failpoint(lane: Lane) -> None:
     await check_invariants(lane, accepted, f"failpoints x{REPEAT}")
 
 
+async def _placed_dials(sim: httpx.AsyncClient) -> int:
+    return sum(int(d["count"]) for d in (await sim.get("/_simulator/ledger")).json()["dials"])
+
+
+async def _kill_while_dialing(lane: Lane, worker: ServiceProcess, sim: httpx.AsyncClient) -> None:
+    """Strike a ready worker at a random moment once its dials have started reaching the
+    provider: with the provider slow to answer dials, others are then still in flight."""
+    before = await _placed_dials(sim)
+
+    async def dialing() -> bool:
+        return await _placed_dials(sim) > before
+
+    await eventually(dialing, 60, "the worker's dials to reach the provider")
+    await asyncio.sleep(random.uniform(0, 0.6))  # a random moment to strike
+    worker.process.kill()
+    worker.process.wait()
+
+
 async def test_hard_kill_at_random_times_under_load(lane: Lane) -> None:
     accepted: list[str] = []
-    worker = lane.start_worker()
-    async with lane.api() as api:
+    async with lane.api() as api, lane.simulator() as sim:
+        slow_dials = {**SCENARIO, "latency_ms": {"POST /conferencia/{id}": 600}}
+        assert (await sim.put("/_simulator/scenario", json=slow_dials)).status_code == 200
         for _ in range(3 * REPEAT):
-            accepted += await create_conferences(api, bodies(10))
-            await asyncio.sleep(random.uniform(0.2, 1.5))  # a random moment to strike
-            worker.process.kill()
-            worker.process.wait()
             worker = lane.start_worker()
+            await lane.ready(worker)
+            accepted += await create_conferences(api, bodies(10))
+            await _kill_while_dialing(lane, worker, sim)
+    lane.start_worker()
     await check_invariants(lane, accepted, f"random kills x{3 * REPEAT}")
+
+
+async def test_tight_budget_shared_by_workers_killed_while_dialing(base: Base) -> None:
+    """Three workers share one request a second each (leases of 10 s) while one at a time is
+    killed in the middle of its dials: nobody is dialed twice, everything ends final."""
+    lane = await open_lane(
+        base,
+        time_scale=30,
+        workers=0,
+        TOTALVOICE_MAX_RPS="3",
+        CLAIM_LEASE_SECONDS="10",
+        DIAL_GRACE_SECONDS="2",
+        TOTALVOICE_READ_TIMEOUT_SECONDS="2",
+    )
+    try:
+        accepted: list[str] = []
+        async with lane.api() as api, lane.simulator() as sim:
+            slow_dials = {**SCENARIO, "latency_ms": {"POST /conferencia/{id}": 600}}
+            assert (await sim.put("/_simulator/scenario", json=slow_dials)).status_code == 200
+            workers = [lane.start_worker() for _ in range(3)]
+            for worker in workers:
+                await lane.ready(worker)
+            for victim in range(REPEAT * 2):
+                accepted += await create_conferences(api, bodies(8))
+                await _kill_while_dialing(lane, workers[victim % 3], sim)
+                workers[victim % 3] = lane.start_worker()
+        figures = await check_invariants(
+            lane, accepted, f"tight budget, 3 workers, kills x{2 * REPEAT}"
+        )
+        assert figures["dials"] == 2 * len(accepted)
+    finally:
+        await lane.close()
 
 
 async def _load(api: httpx.AsyncClient, until: asyncio.Event) -> list[str]:
