@@ -328,8 +328,9 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         if not is_known_call_status(call.status):
             log.warning("unknown_call_status", conference_id=str(conference.id), status=call.status)
         changed = call.status != participant.provider_status
-        # A dial answered without an id (or a flat answer) learns it from the call list.
-        participant.provider_call_id = participant.provider_call_id or call.call_id
+        # The call list is the source of truth for the call's id (the one its reports and
+        # webhooks use): a dial answered without one, or with another, takes the listed one.
+        participant.provider_call_id = call.call_id or participant.provider_call_id
         participant.provider_status = call.status
         participant.started_at = call.started_at or participant.started_at
         participant.duration_seconds = call.duration_seconds

@@ -32,8 +32,8 @@ class Budget:
 
 
 BUDGETS = [
-    Budget(4, 1),
-    Budget(4, 3),
+    Budget(6, 1),
+    Budget(6, 3),
     # 0.8 requests a second each: a bucket that needs a whole token and holds only `rate` of
     # them never sends anything.
     Budget(2.4, 3),
