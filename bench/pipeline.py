@@ -13,7 +13,10 @@ the ingress. Figures:
 - accept -> final: finalized_at - accepted_at per conference (Postgres);
 - 202 -> final event: the Kafka timestamp of the conference's final event on the events topic
   minus the moment the api answered 202 — this includes the time the command waited for the
-  worker to be started, because of the pre-loading.
+  worker to be started, because of the pre-loading;
+- 202 -> first dial: the `received_at` of the conference's first `POST /conferencia/{id}` in
+  the simulator's request log minus the moment the api answered 202 — the same pre-load wait is
+  in it (see first_dial_ms).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -55,6 +59,63 @@ def ms_percentiles(seconds: list[float]) -> dict[str, float | None]:
     return {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": ms(1.0)}
 
 
+# The simulator keeps its latest 10,000 requests (service/simulator/journal.py, keep_latest; no
+# CLI flag changes it): 202 -> first dial is measured on the conferences whose dials are in it.
+JOURNAL_KEEP = 10_000
+DIAL_ENDPOINT = "POST /conferencia/{id}"
+
+# One anchor per process: a 202 moment is taken on the monotonic clock and turned into wall time
+# from here, so that a wall-clock step during a run cannot bend the client-side figures.
+_WALL_ANCHOR, _MONO_ANCHOR = time.time(), time.monotonic()
+
+
+def wall_now() -> float:
+    """Epoch seconds, read from the monotonic clock (see _WALL_ANCHOR)."""
+    return _WALL_ANCHOR + (time.monotonic() - _MONO_ANCHOR)
+
+
+async def first_dial_ms(
+    sim_url: str, database_url: str, answered: dict[str, float]
+) -> dict[str, Any]:
+    """202 -> first dial per conference: from the moment the api answered 202 (epoch seconds, by
+    service conference id) to the `received_at` of the conference's first
+    `POST /conferencia/{provider_id}` in the simulator's request log, the provider id read from
+    Postgres (`conference.provider_conference_id`). Percentiles in ms, and how many conferences
+    they cover (fewer than all when the log had rolled past their dials)."""
+    async with httpx.AsyncClient(base_url=sim_url, timeout=30) as client:
+        response = await client.get("/_simulator/requests", params={"limit": JOURNAL_KEEP})
+        response.raise_for_status()
+        logged = response.json()
+    first: dict[str, float] = {}
+    for entry in logged:
+        if entry["endpoint"] != DIAL_ENDPOINT or entry["conference_id"] is None:
+            continue
+        at = datetime.fromisoformat(entry["received_at"]).timestamp()
+        key = str(entry["conference_id"])
+        if key not in first or at < first[key]:
+            first[key] = at
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT id::text, provider_conference_id FROM conference WHERE id = ANY($1)",
+            [uuid.UUID(i) for i in answered],
+        )
+    finally:
+        await connection.close()
+    delays = [
+        first[r["provider_conference_id"]] - answered[r["id"]]
+        for r in rows
+        if r["provider_conference_id"] in first
+    ]
+    return {
+        **ms_percentiles(delays),
+        "measured": len(delays),
+        "conferences": len(answered),
+        "requests_logged": len(logged),
+        "log_full": len(logged) >= JOURNAL_KEEP,
+    }
+
+
 PRELOAD_CALLERS = 24
 
 
@@ -86,7 +147,7 @@ async def preload(api_url: str, count: int, tag: str, timeout: float = 120) -> d
                         },
                     )
                 if response.status_code == 202:
-                    answered[str(response.json()["id"])] = time.time()
+                    answered[str(response.json()["id"])] = wall_now()
                     return
                 if response.status_code != 429 or time.monotonic() > deadline:
                     raise RuntimeError(f"preload got {response.status_code}: {response.text[:300]}")
@@ -217,6 +278,7 @@ async def pipeline_pass(
             prof.finish()
     finals = await final_event_times(topics["events"], set(answered), 60)
     run.stop(worker)
+    first_dial = await first_dial_ms(sim_url, database_url, answered)
 
     async with httpx.AsyncClient(base_url=sim_url, timeout=30) as client:
         ledger = (await client.get("/_simulator/ledger")).json()
@@ -276,6 +338,8 @@ async def pipeline_pass(
         "final_events_seen": len(finals),
         "answer_202_to_final_event_ms": ms_percentiles([finals[i] - answered[i] for i in finals]),
         "worker_start_to_final_event_ms": ms_percentiles([finals[i] - started for i in finals]),
+        # Pre-loaded: the wait for the worker's start is in it, as in 202 -> final event.
+        "answer_202_to_first_dial_ms": first_dial,
         "worker_cpu_s": round(worker_cpu, 2),  # after its start-up (imports, connections)
         "worker_cpu_ms_per_conference": round(worker_cpu * 1000 / count, 2),
         "worker_cpu_share": round(worker_cpu / (settled_seen - running), 2)
