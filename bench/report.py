@@ -167,9 +167,33 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              "", "", "", ""),
             ("pipeline: 202 -> final event p50 / p99 ms (preloaded)",
              f"{e2f['p50']} / {e2f['p99']}", "", "", "", ""),
+            ("pipeline: 202 -> first dial p50 / p99 ms (preloaded: waits for the worker)",
+             _first_dial(pipe.get("answer_202_to_first_dial_ms")), "", "", "", ""),
             ("pipeline: statuses", ", ".join(f"{k} {v}" for k, v in pipe["statuses"].items())
              + f"; provider refusals {pipe.get('provider_refusals', '?')}", "", "", "", ""),
         ]  # fmt: skip
+    budget = results.get("budget")
+    if budget:
+        rate = budget["settings"]["max_rps"]
+        for p in budget["passes"].values():
+            w = f"{p['workers']} worker{'s' if p['workers'] > 1 else ''}"
+            out += [
+                (f"budget: settled/s at {rate}/s shared ({p['conferences']}, {w})",
+                 _n(p["settled_per_s"], ".2f"), f"ideal {_n(p['ideal_settled_per_s'], '.2f')}",
+                 _n(p["ratio_to_ideal"], ".2f"), ">= 0.9 (ratio)",
+                 _status(p["ratio_to_ideal"], 0.9, True)),
+                (f"budget: dial resolutions/participant ({w})",
+                 f"{p['dial_resolutions_per_participant']}", "", "", "<= 0.05",
+                 _status(p["dial_resolutions_per_participant"], 0.05, False)),
+                (f"budget: 202 -> first dial p50 / p99 ms ({w}, live)",
+                 _first_dial(p["answer_202_to_first_dial_ms"]), "", "", "", ""),
+                (f"budget: requests/conference, statuses ({w})",
+                 f"{p['provider_requests_per_conference']}; "
+                 + ", ".join(f"{k} {v}" for k, v in p["statuses"].items())
+                 + f"; refusals {p['provider_refusals']}; max dials/number "
+                 f"{p['dials_per_participant_max']}; peak requests in a second "
+                 f"{p['provider_peak_requests_in_1s']['calendar_second']}", "", "", "", ""),
+            ]  # fmt: skip
     sched = results.get("schedule")
     if sched:
         small, large = sched["labels"]
@@ -198,6 +222,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              f"{small} {s['worker']['polls_per_s']:,.0f}", "", "", ""),
         ]  # fmt: skip
     return out
+
+
+def _first_dial(figure: dict[str, Any] | None) -> str:
+    """'p50 / p99', and on how many conferences when the simulator's log missed some."""
+    if not figure:
+        return "n/a"
+    text = f"{figure['p50']} / {figure['p99']}"
+    if figure["measured"] < figure["conferences"]:
+        text += f" ({figure['measured']} of {figure['conferences']} in the log)"
+    return text
 
 
 def _n(value: float | None, spec: str) -> str:
@@ -273,8 +307,8 @@ def _profile_section(title: str, prof: dict[str, Any] | None, limit: int = 10) -
 def _history(results_dir: Path) -> str:
     lines = [
         "| run | ingress cmd/s (ratio to bare) | p99 ms @1k | settled/s | req/conf | "
-        "claim p99 ms 100k (ratio) | RSS MB 100k |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "budget ratio 1w / 3w | claim p99 ms 100k (ratio) | RSS MB 100k |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for path in sorted(results_dir.glob("*.json"), reverse=True)[:10]:
         try:
@@ -287,6 +321,9 @@ def _history(results_dir: Path) -> str:
         def cell(value: Any) -> str:
             return "—" if value is None else str(value)
 
+        passes = _get(r, "budget", "passes") or {}
+        budget_cell = " / ".join(cell(p.get("ratio_to_ideal")) for p in passes.values()) or "—"
+
         lines.append(
             f"| `{path.name}` | "
             + (
@@ -298,6 +335,7 @@ def _history(results_dir: Path) -> str:
             + f" | {cell(_get(ing or {}, 'fixed', 'api', 'latency_ms', 'p99'))}"
             + f" | {cell(pipe and pipe['settled_per_s'])}"
             + f" | {cell(pipe and pipe['provider_requests_per_conference'])}"
+            + f" | {budget_cell}"
             + (
                 f" | {sched['sizes'][large]['claim']['latency_ms']['p99']} "
                 f"({sched['ratios']['claim_p99_large_over_small']})"
@@ -339,7 +377,9 @@ def benchmarks_md(results: dict[str, Any], results_dir: Path, json_name: str) ->
         "api process and p99 ≤ 50 ms at 1,000 req/s; pipeline ≥ 150 conferences (2 participants) "
         "settled per second by one worker with ≤ 6 provider requests per conference; poll "
         "schedule claim p99 ≤ 20 ms at 100k in flight, 100k/10k claim-latency ratio ≤ 1.5, "
-        "worker RSS ≤ 250 MB at 100k in flight.\n",
+        "worker RSS ≤ 250 MB at 100k in flight; under a provider budget (TOTALVOICE_MAX_RPS=5 "
+        "shared by 1 or 3 workers) a burst settles at ≥ 0.9 of the budget's ideal rate with "
+        "≤ 0.05 dial resolutions per participant.\n",
     ]
     ing = results.get("ingress")
     if ing:
@@ -378,11 +418,32 @@ def benchmarks_md(results: dict[str, Any], results_dir: Path, json_name: str) ->
             f"{pipe['polls_per_conference']}.",
             f"- accept → final ms {pipe['accept_to_final_ms']}; 202 → final event ms "
             f"{pipe['answer_202_to_final_event_ms']}; worker start → final event ms "
-            f"{pipe['worker_start_to_final_event_ms']}.",
+            f"{pipe['worker_start_to_final_event_ms']}; 202 → first dial ms (pre-loaded, so the "
+            f"wait for the worker's start is in it) {pipe.get('answer_202_to_first_dial_ms')}.",
             f"- Worker CPU {pipe['worker_cpu_s']} s ({pipe['worker_cpu_ms_per_conference']} ms "
             f"per conference), simulator CPU {pipe['simulator_cpu_s']} s, worker peak RSS "
             f"{pipe['worker_peak_rss_mb']} MB.\n",
         ]
+    budget = results.get("budget")
+    if budget:
+        sections.append("### Pipeline under a provider budget details\n")
+        for p in budget["passes"].values():
+            sections.append(
+                f"- **{p['workers']} worker(s)** at {budget['settings']['max_rps']}/s shared "
+                f"(every worker had logged its share in {p['share_wait_s']} s): "
+                f"{p['conferences']} conferences, {p['participants']} participants, settled in "
+                f"{p['span_s']} s (first 202 → last final); {p['provider_requests']} provider "
+                f"requests, by endpoint per conference "
+                f"{p['provider_requests_by_endpoint_per_conference']}; at most "
+                f"{p['provider_peak_requests_in_1s']['calendar_second']} in one calendar second "
+                f"and {p['provider_peak_requests_in_1s']['sliding_1s']} in any 1 s window; "
+                f"dial resolutions "
+                f"{p['dial_resolutions'] or 'none'} (metric total {p['dial_resolutions_metric']}); "
+                f"warnings and errors in the worker logs {p['worker_log_problems'] or 'none'}; "
+                f"accept → final ms {p['accept_to_final_ms']}; 202 → first dial ms "
+                f"{p['answer_202_to_first_dial_ms']}; worker CPU {p['worker_cpu_s']} s."
+            )
+        sections.append("")
     sched = results.get("schedule")
     if sched:
         sections.append("### Poll schedule details\n")
@@ -469,8 +530,36 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
    client-side rate limit (20/s by default, per worker) is not what is measured. settled/s = N /
    (last `finalized_at` - first `accepted_at`); provider requests from the simulator's
    `/_simulator/ledger`; 202 → final event from the Kafka timestamp of each conference's final
-   event on the events topic. A second, unmeasured pass is profiled.
-3. **Poll schedule** — two databases, one with 10k and one with 100k conferences, each
+   event on the events topic; 202 → first dial from each conference's 202 (taken on the
+   client's monotonic clock, turned into wall time from one anchor) to the `received_at` of
+   its first `POST /conferencia/{id}` in the simulator's `/_simulator/requests` log, the
+   provider id read from `conference.provider_conference_id`. Both 202 figures include the
+   wait for the worker's start, because of the pre-loading: the live figure is the budget
+   phase's. The simulator keeps its latest 10,000 requests (no flag raises it); a run whose
+   dials fell out of the log is measured on those still in it, and the table says on how
+   many. A second, unmeasured pass is profiled.
+3. **Pipeline under a provider budget** — `TOTALVOICE_MAX_RPS=5`, shared by the live workers
+   (the paced budget: every provider request has its send time booked at the worker's share),
+   once with 1 worker and once with 3, each configuration with its own database, topics,
+   simulator (`bench/scenario-budget.json`: the pipeline's calls, webhooks on,
+   `auto_end_conference` false so that a late dial still finds its room open) and api, to
+   which the simulator's `chamada_fim` and `conferencia` webhooks are registered
+   (`WEBHOOKS_ENABLED=true`, so that polls are a safety net). Worker timings are production
+   ones / 60 and `CLAIM_LEASE_SECONDS=10`, so that the burst spans several leases and the
+   claim limit (what the budget serves in half a lease) is exercised. Nothing is pre-loaded:
+   once every worker has logged `provider_budget_shared` with the configuration's worker
+   count (waited for, not slept), a burst of 72 conferences of 1, 2 and 3 participants in
+   turn is POSTed (32 in flight). settled/s = N / (last `finalized_at` - first 202); the
+   budget's ideal = rate / (provider requests per conference), the requests counted from the
+   simulator's ledger (the bench's two webhook registrations left out), i.e. the rate at which
+   the budget could serve exactly the requests the run needed; ratio = settled/s / ideal.
+   Dial resolutions per participant: `dial_resolved_as_placed` and
+   `dial_resolved_as_not_placed` lines in the worker logs, cross-checked with
+   `conference_dial_resolutions_total` scraped from each worker's `METRICS_PORT`. Also
+   reported: the most provider requests received in one calendar second and in any sliding
+   1 s window (from the request log's `received_at`),
+   the largest number of dials of one number, and the warnings and errors the workers logged.
+4. **Poll schedule** — two databases, one with 10k and one with 100k conferences, each
    inserted with one `INSERT … SELECT generate_series` (status `in_progress`, `next_action_at`
    uniform over now ± 60 s, 2 dialed participants each), then `VACUUM ANALYZE`. Claim
    latency: `PostgresStore.claim_due` itself (batch 50, lease 60 s, the service's
@@ -488,12 +577,12 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
 REPRODUCE = """\
 ```sh
 make bench                      # stack-up, then .venv/bin/python -m bench
-.venv/bin/python -m bench --only schedule       # one phase (ingress, pipeline, schedule)
+.venv/bin/python -m bench --only budget         # one phase (ingress, pipeline, budget, schedule)
 .venv/bin/python -m bench --quick               # shorter phases, for trying the harness
 ```
 
 Needs the local stack (`make stack-up`) and wrk (installed with apt-get when missing). A full
-run takes about 4 minutes on 2 cores and writes `bench/results/<run>.json`, the flame graphs
+run takes about 7 minutes on 2 cores and writes `bench/results/<run>.json`, the flame graphs
 `bench/results/<run>-*.svg` and this file; process logs and py-spy's collapsed stacks go to
 `bench/results/<run>-work/` (ignored by git). A run with `--only` or `--quick` writes
 everything into its work folder and leaves this file alone. Other engineers' tests share the

@@ -1,7 +1,7 @@
-"""`python -m bench`: run the three phases against the local stack, print one table, write
+"""`python -m bench`: run the four phases against the local stack, print one table, write
 bench/results/<stamp>.json and BENCHMARKS.md. See BENCHMARKS.md for what each figure means.
 
-    python -m bench [--only ingress,pipeline,schedule] [--quick] [--keep]
+    python -m bench [--only ingress,pipeline,budget,schedule] [--quick] [--keep]
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import report
+from bench.budget import run_budget
 from bench.ingress import ensure_wrk, run_ingress
 from bench.pipeline import run_pipeline
 from bench.schedule import run_schedule
 from bench.stack import BENCH, Run, connect_admin, start_simulator, wait_http, wait_stack
 
-PHASES = ("ingress", "pipeline", "schedule")
+PHASES = ("ingress", "pipeline", "budget", "schedule")
 
 CONFIG: dict[str, dict[str, Any]] = {
     "ingress": {
@@ -41,6 +42,16 @@ CONFIG: dict[str, dict[str, Any]] = {
         "max_rps": 10000,
         "timeout_seconds": 120,
     },
+    # The pipeline under a provider budget: a burst to running workers that share
+    # TOTALVOICE_MAX_RPS. 72 conferences of 1-3 participants need ~5 requests each: ~72 s of
+    # budget at 5/s, per configuration.
+    "budget": {
+        "workers": [1, 3],
+        "max_rps": 5,
+        "conferences": 72,
+        "time_scale": 60,
+        "lease_seconds": 10,
+    },
     "schedule": {
         "sizes": [10_000, 100_000],
         "claims": 300,
@@ -60,6 +71,7 @@ QUICK = {
         "profile_seconds": 3,
     },
     "pipeline": {"conferences": 200, "profile_conferences": 100},
+    "budget": {"conferences": 24},
     "schedule": {"claims": 90, "idle_claims": 30, "polls_seconds": 3, "rss_seconds": 6},
 }
 
@@ -105,15 +117,23 @@ async def bench(
     try:
         if "ingress" in phases:
             results["ingress"] = await run_ingress(run, config["ingress"])
-        if {"pipeline", "schedule"} & set(phases):
+        sim_url: str | None = None
+        if "pipeline" in phases:
             sim, sim_url = start_simulator(
                 run, "simulator", BENCH / "scenario.json", config["pipeline"]["time_scale"]
             )
             await wait_http(f"{sim_url}/_simulator/health", 30, sim)
-            if "pipeline" in phases:
-                results["pipeline"] = await run_pipeline(run, config["pipeline"], sim, sim_url)
-            if "schedule" in phases:
-                results["schedule"] = await run_schedule(run, config["schedule"], sim_url)
+            results["pipeline"] = await run_pipeline(run, config["pipeline"], sim, sim_url)
+        if "budget" in phases:
+            # Its own simulator, api and workers per configuration (bench/budget.py).
+            results["budget"] = await run_budget(run, config["budget"])
+        if "schedule" in phases:
+            if sim_url is None:
+                sim, sim_url = start_simulator(
+                    run, "simulator", BENCH / "scenario.json", config["pipeline"]["time_scale"]
+                )
+                await wait_http(f"{sim_url}/_simulator/health", 30, sim)
+            results["schedule"] = await run_schedule(run, config["schedule"], sim_url)
     finally:
         run.stop_all()
         if not keep:
