@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from service import failpoints, metrics
+from service.domain.account import AccountPause
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import (
     CallReport,
@@ -39,6 +40,7 @@ from service.ports import (
     ConferenceStore,
     DialOutcomeUnknown,
     Finding,
+    ProviderAccountRefused,
     ProviderBudget,
     ProviderClient,
     ProviderError,
@@ -77,6 +79,7 @@ class WorkerDeps:
     timing: Timing
     clock: Callable[[], datetime]
     random: Callable[[], float]
+    account: AccountPause = field(default_factory=AccountPause)
 
 
 async def accept_command(store: ConferenceStore, command: ConferenceCommand, now: datetime) -> bool:
@@ -115,6 +118,10 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         if conference.provider_conference_id is None:
             await _finish(deps, conference, ConferenceStatus.CANCELED, "canceled before dialing")
             return
+    paused = deps.account.remaining(deps.clock())
+    if paused:
+        await store.save(conference, [], paused)
+        return
     not_after = _booking_deadline(deps)
     if conference.provider_conference_id is None:
         slot = _book_one(deps, not_after)
@@ -124,6 +131,10 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         try:
             conference.provider_conference_id = await provider.create_conference(at=slot)
             failpoints.reached("after_create")
+            _account_works(deps)
+        except ProviderAccountRefused as error:
+            await store.save(conference, [], _account_refused(deps, error))
+            return
         except ProviderUnavailable as error:
             log.warning(
                 "provider_create_deferred", conference_id=str(conference.id), error=str(error)
@@ -212,6 +223,7 @@ async def _dial(
             at=slot,
         )
         participant.dial_state = DialState.DIALED
+        _account_works(deps)
     except DialOutcomeUnknown as error:
         log.warning(
             "dial_outcome_unknown",
@@ -225,10 +237,36 @@ async def _dial(
         participant.dial_state = DialState.PENDING
         participant.dial_started_at = None
         log.warning("dial_deferred", conference_id=str(conference.id), error=str(error))
+    except ProviderAccountRefused as error:
+        # The account's fault, not the number's: nobody was dialed, and the participant waits
+        # for the account to be fixed (or for the settle deadline).
+        participant.dial_state = DialState.PENDING
+        participant.dial_started_at = None
+        _account_refused(deps, error)
     except ProviderRejected as error:
         participant.dial_state = DialState.REJECTED
         participant.rejection_reason = str(error)[:300]
         log.warning("dial_rejected", conference_id=str(conference.id), error=str(error))
+
+
+def _account_refused(deps: WorkerDeps, error: ProviderAccountRefused) -> float:
+    """Pause the dialer for the whole account; how long for."""
+    seconds = deps.account.trip(deps.clock(), str(error)[:300])
+    metrics.PROVIDER_ACCOUNT_PAUSED.set(1)
+    metrics.PROVIDER_ACCOUNT_REFUSALS.labels(kind=type(error).__name__).inc()
+    log.error(
+        "provider_account_refused",
+        kind=type(error).__name__,
+        error=str(error)[:300],
+        paused_seconds=seconds,
+    )
+    return seconds
+
+
+def _account_works(deps: WorkerDeps) -> None:
+    if deps.account.clear():
+        metrics.PROVIDER_ACCOUNT_PAUSED.set(0)
+        log.info("provider_account_recovered")
 
 
 async def _resolve_unknown_dials(

@@ -39,6 +39,15 @@ PROVIDER_BUDGET_REFUSED = Counter(
     "conference_provider_budget_refused_total",
     "Provider requests put off because this process's share could not serve them in time.",
 )
+PROVIDER_ACCOUNT_PAUSED = Gauge(
+    "conference_provider_account_paused",
+    "1 while the provider refuses our account (token, permission, balance) and the dialer waits.",
+)
+PROVIDER_ACCOUNT_REFUSALS = Counter(
+    "conference_provider_account_refusals_total",
+    "Provider answers that refused the account rather than the request, by kind.",
+    ["kind"],
+)
 DIAL_RESOLUTIONS = Counter(
     "conference_dial_resolutions_total",
     "Dials of unknown outcome resolved from the provider's call list, by what it showed.",

@@ -41,16 +41,21 @@ class ProviderRejected(ProviderError):
     """The provider refused for good (bad token, no balance, invalid parameter): do not repeat."""
 
 
-class ProviderAuthFailed(ProviderRejected):
+class ProviderAccountRefused(ProviderRejected):
+    """Refused for our account's or configuration's sake, not the request's: every request
+    would be refused the same way until someone fixes the account (see its subclasses)."""
+
+
+class ProviderAuthFailed(ProviderAccountRefused):
     """403, motivo 40 (or a 403 without an envelope): the access token is missing or wrong."""
 
 
-class ProviderNotPermitted(ProviderRejected):
+class ProviderNotPermitted(ProviderAccountRefused):
     """Motivo 8: the account may not do this (disabled, or a trial account dialing a number it
     has not registered)."""
 
 
-class ProviderNoBalance(ProviderRejected):
+class ProviderNoBalance(ProviderAccountRefused):
     """402, motivo 9: the account's balance cannot pay for the call."""
 
 

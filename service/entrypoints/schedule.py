@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from service.domain.conference import Conference, ConferenceStatus
 from service.handlers import WorkerDeps, advance_dialing, poll_conference
@@ -16,32 +17,30 @@ log = get_logger(__name__)
 
 Step = Callable[[WorkerDeps, Conference], Awaitable[None]]
 
-# What each loop claims, the step it runs, and the provider requests a step usually makes (a
-# create and two dials; one GET): a loop claims only what the budget can serve within half a
-# lease, so that claimed work never waits for budget until its lease runs out.
-DIALER: tuple[Sequence[ConferenceStatus], Step, int] = (
-    (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING),
-    advance_dialing,
-    3,
-)
-POLLER: tuple[Sequence[ConferenceStatus], Step, int] = (
-    (ConferenceStatus.IN_PROGRESS,),
-    poll_conference,
-    1,
-)
+
+@dataclass(frozen=True)
+class Loop:
+    """What a schedule loop claims and the step it runs. `requests_per_step` is what a step
+    usually asks of the provider (a create and two dials; one GET): a loop claims only what the
+    budget serves within half a lease, so claimed work never waits for budget until its lease
+    runs out. `waits_for_account`: the loop claims nothing while the provider refuses our
+    account (polls go on: a call in progress still settles without balance)."""
+
+    statuses: Sequence[ConferenceStatus]
+    step: Step
+    requests_per_step: int
+    waits_for_account: bool
+
+
+DIALER = Loop((ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING), advance_dialing, 3, True)
+POLLER = Loop((ConferenceStatus.IN_PROGRESS,), poll_conference, 1, False)
 
 _IDLE_SECONDS = 0.2  # nothing was due: look again after this
 _TOPUP_SECONDS = 0.02  # fewer were due than there was room for: top up after this
 
 
 async def run_schedule(
-    name: str,
-    deps: WorkerDeps,
-    statuses: Sequence[ConferenceStatus],
-    step: Step,
-    requests_per_step: int,
-    batch: int,
-    stop: asyncio.Event,
+    name: str, deps: WorkerDeps, loop: Loop, batch: int, stop: asyncio.Event
 ) -> None:
     """Keep up to `batch` conferences in hand, claiming more once a quarter of them is done,
     so that one slow step never holds back the others claimed with it, and a busy loop still
@@ -55,21 +54,26 @@ async def run_schedule(
             if running and room < refill_at:
                 running = await _until_one_finishes(running, stop, None)
                 continue
+            paused = deps.account.remaining(deps.clock()) if loop.waits_for_account else 0.0
+            if paused:
+                # The provider refuses our account: conferences wait in the schedule.
+                running = await _until_one_finishes(running, stop, min(paused, 1.0))
+                continue
             spare = deps.budget.spare(deps.timing.lease / 2)
             if spare == 0:
                 running = await _until_one_finishes(
                     running, stop, max(deps.budget.seconds_until_free(), _TOPUP_SECONDS)
                 )
                 continue
-            room = min(room, max(1, spare // requests_per_step))
+            room = min(room, max(1, spare // loop.requests_per_step))
             try:
-                due = await deps.store.claim_due(statuses, room, deps.timing.lease)
+                due = await deps.store.claim_due(loop.statuses, room, deps.timing.lease)
             except Exception as error:
                 log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
                 await pause(stop, 1.0)
                 continue
             for conference in due:
-                running.add(asyncio.create_task(_step_safely(name, deps, step, conference)))
+                running.add(asyncio.create_task(_step_safely(name, deps, loop.step, conference)))
             if len(due) == room:
                 wait = None  # full: the next claim is for the room finished steps leave
             elif due:

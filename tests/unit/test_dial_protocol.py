@@ -12,7 +12,14 @@ import pytest
 from service.domain.commands import ConferenceCommand, CreateConference
 from service.domain.conference import ConferenceStatus, DialState
 from service.handlers import Timing, WorkerDeps, accept_command, advance_dialing, poll_conference
-from service.ports import DialOutcomeUnknown, ProviderRejected, ProviderUnavailable
+from service.ports import (
+    DialOutcomeUnknown,
+    ProviderAuthFailed,
+    ProviderNoBalance,
+    ProviderNotPermitted,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 
 DIALING_STATUSES = (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING)
@@ -373,3 +380,59 @@ async def test_every_dial_goes_at_a_time_booked_before_its_mark(
         clock.advance(31)
         await step(deps, store)
     assert sorted(n for _, n in provider.dials) == sorted(f"+55{n}" for n in numbers)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ProviderAuthFailed("access token inválido", status=403, reason=40),
+        ProviderNotPermitted("conta sem permissão", status=403, reason=8),
+        ProviderNoBalance("saldo insuficiente", status=402, reason=9),
+    ],
+    ids=["bad-token", "not-permitted", "no-balance"],
+)
+async def test_an_account_refusal_pauses_the_dialer_and_fails_nobody(
+    deps: WorkerDeps,
+    store: FakeConferenceStore,
+    provider: FakeProvider,
+    clock: FakeClock,
+    refusal: Exception,
+) -> None:
+    """A bad secret rollout (or an empty balance) is the account's fault, not the
+    conference's: conferences wait, with backoff, and complete once the account works."""
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.fail_creates_with = refusal
+
+    await step(deps, store)
+    assert deps.account.remaining(clock()) == pytest.approx(5)
+    clock.advance(5)
+    await step(deps, store)  # the probe is refused again: the pause doubles
+    assert deps.account.remaining(clock()) == pytest.approx(10)
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.ACCEPTED
+
+    provider.fail_creates_with = None
+    clock.advance(10)
+    await step(deps, store)
+    assert deps.account.remaining(clock()) == 0
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
+    assert len(provider.dials) == 1
+
+
+async def test_a_dial_refused_for_the_accounts_sake_waits_instead_of_being_rejected(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    provider.place_call_before_failing = False
+    provider.fail_next_dial_with = ProviderNoBalance("saldo insuficiente", status=402, reason=9)
+
+    await step(deps, store)
+    participant = store.conference(cmd.conference_id).participants[0]
+    assert participant.dial_state is DialState.PENDING
+    assert deps.account.remaining(clock()) > 0
+
+    clock.advance(6)
+    await step(deps, store)
+    assert store.conference(cmd.conference_id).participants[0].dial_state is DialState.DIALED
+    assert len(provider.dials) == 1

@@ -9,7 +9,7 @@ from uuid import UUID
 import pytest
 
 from service.domain.conference import Conference
-from service.entrypoints.schedule import run_schedule
+from service.entrypoints.schedule import Loop, run_schedule
 from service.handlers import WorkerDeps, accept_command
 from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
@@ -60,7 +60,9 @@ async def test_a_slow_step_holds_back_nothing_and_is_finished_on_stop(
     )
     stop = asyncio.Event()
 
-    loop = asyncio.create_task(run_schedule("test", deps, DIALING_STATUSES, step, 1, 4, stop))
+    loop = asyncio.create_task(
+        run_schedule("test", deps, Loop(DIALING_STATUSES, step, 1, True), 4, stop)
+    )
 
     # The slow conference was claimed in the first batch of 4; the 11 others still get done.
     async def all_but_the_slow_one() -> bool:
