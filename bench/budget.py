@@ -159,9 +159,12 @@ def log_problems(log: bytes) -> Counter[str]:
     return found
 
 
-def peak_per_second(logged: list[dict[str, Any]], endpoints: set[str]) -> dict[str, int]:
+def peak_per_second(
+    logged: list[dict[str, Any]], endpoints: set[str], rate: float
+) -> dict[str, int]:
     """The most provider requests received in one calendar second, and in any one-second
-    window (sliding: a stricter count than a provider's per-second one)."""
+    window (sliding: a stricter count than a provider's per-second one); how many calendar
+    seconds received more than `rate`."""
     moments = sorted(
         datetime.fromisoformat(e["received_at"]).timestamp()
         for e in logged
@@ -173,7 +176,12 @@ def peak_per_second(logged: list[dict[str, Any]], endpoints: set[str]) -> dict[s
             start += 1
         sliding = max(sliding, end - start + 1)
     by_second = Counter(int(moment) for moment in moments)
-    return {"calendar_second": max(by_second.values(), default=0), "sliding_1s": sliding}
+    return {
+        "calendar_second": max(by_second.values(), default=0),
+        "sliding_1s": sliding,
+        "calendar_seconds_over_rate": sum(1 for n in by_second.values() if n > rate),
+        "calendar_seconds": len(by_second),
+    }
 
 
 async def budget_pass(run: Run, cfg: dict[str, Any], workers: int) -> dict[str, Any]:
@@ -301,7 +309,7 @@ async def budget_pass(run: Run, cfg: dict[str, Any], workers: int) -> dict[str, 
         },
         "provider_statuses": ledger["requests"],
         "provider_refusals": refusals,
-        "provider_peak_requests_in_1s": peak_per_second(logged, set(conference_requests)),
+        "provider_peak_requests_in_1s": peak_per_second(logged, set(conference_requests), rate),
         "dials_per_participant_max": max(dials) if dials else None,
         "participants_dialed": len(dials),
         "dial_resolutions": dict(resolutions),
