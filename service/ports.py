@@ -166,6 +166,9 @@ class IngressStore(Protocol):
     ) -> IngressRecord:
         """Store the key's first command, or return what was stored for it before."""
 
+    async def recall(self, caller: str, idempotency_key: str) -> IngressRecord | None:
+        """What was stored for the key, if anything."""
+
     async def ping(self) -> None: ...
 
 
@@ -286,8 +289,9 @@ class Housekeeping(Protocol):
 
 
 class CommandPublisher(Protocol):
-    async def publish_command(self, command: ConferenceCommand) -> None:
-        """Return only once the broker has the command durably (acks=all)."""
+    async def publish_command(self, conference_id: UUID, command: dict[str, Any]) -> None:
+        """Publish a command in its wire form (`ConferenceCommand.wire`, or as stored);
+        return only once the broker has it durably (acks=all)."""
 
     async def ping(self) -> None: ...
 

@@ -74,6 +74,11 @@ class FakeConferenceStore:
             ),
         )
 
+    async def recall(self, caller: str, idempotency_key: str) -> IngressRecord | None:
+        if not self.available:
+            raise OSError("postgres is down")
+        return self.ingress.get((caller, idempotency_key))
+
     async def ping(self) -> None:
         if not self.available:
             raise OSError("postgres is down")
@@ -370,13 +375,19 @@ class FakeBudget:
 
 class FakeCommandPublisher:
     def __init__(self) -> None:
-        self.published: list[ConferenceCommand] = []
+        self.sent: list[dict[str, Any]] = []
         self.available = True
 
-    async def publish_command(self, command: ConferenceCommand) -> None:
+    @property
+    def published(self) -> list[ConferenceCommand]:
+        """What was sent, read back as a consumer would."""
+        return [ConferenceCommand.model_validate(c) for c in self.sent]
+
+    async def publish_command(self, conference_id: UUID, command: dict[str, Any]) -> None:
         if not self.available:
             raise ConnectionError("kafka is down")
-        self.published.append(command)
+        assert command["conference_id"] == str(conference_id)
+        self.sent.append(command)
 
     async def ping(self) -> None:
         if not self.available:

@@ -7,12 +7,12 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from service.domain.commands import ConferenceCommand
 from service.logging import get_logger
 from service.ports import OutboxMessage
 from service.settings import KafkaSettings
@@ -137,12 +137,10 @@ class KafkaCommandPublisher:
         self._topic = settings.kafka_commands_topic
         self._timeout = settings.kafka_send_timeout_seconds
 
-    async def publish_command(self, command: ConferenceCommand) -> None:
+    async def publish_command(self, conference_id: UUID, command: dict[str, Any]) -> None:
         async with asyncio.timeout(self._timeout), self._producer.use() as producer:
             await producer.send_and_wait(
-                self._topic,
-                value=orjson.dumps(command.wire),
-                key=str(command.conference_id).encode(),
+                self._topic, value=orjson.dumps(command), key=str(conference_id).encode()
             )
 
     async def ping(self) -> None:

@@ -212,6 +212,18 @@ class PostgresStore:
                 stored.update({(r["caller"], r["idempotency_key"]): r for r in earlier})
         return [_ingress_record(stored[(c, k)]) for c, k, _, _ in items]
 
+    async def recall(self, caller: str, idempotency_key: str) -> IngressRecord | None:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                """
+                SELECT conference_id, body_sha256, command, created_at FROM ingress_request
+                 WHERE caller = $1 AND idempotency_key = $2
+                """,
+                caller,
+                idempotency_key,
+            )
+        return None if row is None else _ingress_record(row)
+
     # --- reads for the API ---------------------------------------------------------------
 
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:

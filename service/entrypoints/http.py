@@ -36,6 +36,7 @@ from service.ports import (
     CallerConferences,
     CommandPublisher,
     ConferenceFilter,
+    IngressRecord,
     IngressStore,
     WebhookInbox,
 )
@@ -65,6 +66,8 @@ class ApiDeps:
     draining: bool = False
     limits: ApiLimits = field(default_factory=ApiLimits)
     monotonic: Callable[[], float] = time.monotonic
+    # The body model of this deploy; tests put two deploys' models side by side on one store.
+    payload_model: type[CreateConference] = CreateConference
 
 
 def create_app(deps: ApiDeps) -> Starlette:
@@ -128,63 +131,35 @@ class _Api:
                 kind="idempotency-key-required",
             )
         body = await self._json_body(request, self.deps.max_body_bytes)
-        try:
-            payload = CreateConference.model_validate(body)
-        except ValidationError as error:
-            raise Problem(
-                422, "the body has invalid fields", kind="validation", errors=field_errors(error)
-            ) from None
-        command = ConferenceCommand(
-            type="conference.create",
-            command_id=uuid.uuid4(),
-            conference_id=uuid.uuid4(),
-            caller=caller,
-            idempotency_key=key,
-            requested_at=self.deps.clock(),
-            payload=payload,
-        )
-        body_sha256 = hashlib.sha256(
-            orjson.dumps(command.wire["payload"], option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
-        # Dials are charged before the key is stored, so a refused request stores nothing; a
-        # replay (known here, or found by the store) is refunded: it dials nobody.
-        charged = 0
-        if not self.admission.accepted_lately(caller, key):
-            wait = self.admission.reserve_participants(caller, len(payload.participants))
-            if wait:
-                raise Problem(
-                    429,
-                    f"over {self.deps.limits.participants_per_minute} participants a minute "
-                    "for this caller",
-                    kind="participant-rate-limited",
-                    retry_after=wait,
-                )
-            charged = len(payload.participants)
-        try:
-            record = await self.deps.ingress.remember(caller, key, body_sha256, command)
-        except Exception as error:
-            self.admission.release_participants(caller, charged)
-            log.error("ingress_store_failed", error=type(error).__name__)
-            raise Problem(
-                503, "storage is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
-            ) from None
-        replayed = record.conference_id != command.conference_id
-        if replayed:
-            self.admission.release_participants(caller, charged)
+        fingerprint = request_fingerprint(body)
+        # A key seen before is answered as it was the first time, by any pod, whatever this
+        # deploy's model says of the body now: not validated again, not charged again.
+        earlier = await _dependency(self.deps.ingress.recall(caller, key), "recall")
+        if earlier is None:
+            payload = self._payload(body)
+            command = ConferenceCommand(
+                type="conference.create",
+                command_id=uuid.uuid4(),
+                conference_id=uuid.uuid4(),
+                caller=caller,
+                idempotency_key=key,
+                requested_at=self.deps.clock(),
+                payload=payload,
+            )
+            record = await self._remember_charged(caller, key, fingerprint, command)
+            replayed = record.conference_id != command.conference_id
         else:
-            self.admission.note_accepted(caller, key)
-        if record.body_sha256 != body_sha256:
+            record, replayed = earlier, True
+        if record.body_sha256 != fingerprint and not _legacy_match(record, body):
             raise Problem(
                 422,
                 "this Idempotency-Key was used before with a different body",
                 kind="idempotency-key-reused",
             )
-        # A replay publishes the command first stored (this request's would carry new ids).
-        stored = ConferenceCommand.model_validate(record.command) if replayed else command
-        # A replay publishes again: the first attempt may have failed after the key was stored,
-        # and the worker drops a command it has already accepted.
+        # A replay publishes again what was stored first, as stored: the first attempt may have
+        # failed after the key was stored, and the worker drops a command it already accepted.
         try:
-            await self.deps.publisher.publish_command(stored)
+            await self.deps.publisher.publish_command(record.conference_id, record.command)
         except Exception as error:
             log.error("command_publish_failed", error=type(error).__name__)
             raise Problem(
@@ -209,6 +184,42 @@ class _Api:
             status_code=202,
             headers=headers,
         )
+
+    def _payload(self, body: Any) -> CreateConference:
+        try:
+            return self.deps.payload_model.model_validate(body)
+        except ValidationError as error:
+            raise Problem(
+                422, "the body has invalid fields", kind="validation", errors=field_errors(error)
+            ) from None
+
+    async def _remember_charged(
+        self, caller: str, key: str, fingerprint: str, command: ConferenceCommand
+    ) -> IngressRecord:
+        """Store a new key's command, its dials charged to the caller first, so that a refused
+        request stores nothing; refunded when it turns out to be a replay after all (the same
+        key arriving at the same moment, here or at another pod)."""
+        charged = len(command.payload.participants)
+        wait = self.admission.reserve_participants(caller, charged)
+        if wait:
+            raise Problem(
+                429,
+                f"over {self.deps.limits.participants_per_minute} participants a minute "
+                "for this caller",
+                kind="participant-rate-limited",
+                retry_after=wait,
+            )
+        try:
+            record = await self.deps.ingress.remember(caller, key, fingerprint, command)
+        except Exception as error:
+            self.admission.release_participants(caller, charged)
+            log.error("ingress_store_failed", error=type(error).__name__)
+            raise Problem(
+                503, "storage is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
+            ) from None
+        if record.conference_id != command.conference_id:
+            self.admission.release_participants(caller, charged)
+        return record
 
     async def get_conference(self, request: Request) -> Response:
         caller = self._caller(request)
@@ -371,6 +382,26 @@ class _Api:
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def request_fingerprint(body: Any) -> str:
+    """What makes two requests with one Idempotency-Key the same request: the JSON body as the
+    caller sent it, in a canonical form (keys sorted, no whitespace), before any model reads it,
+    so that a deploy that changes the model (a new defaulted field, another normalization)
+    never turns an honest retry into a 422."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _legacy_match(record: IngressRecord, body: Any) -> bool:
+    """Keys stored before fingerprints were taken of the request (up to the key retention of
+    7 days after that deploy) hold the fingerprint of the normalized payload instead."""
+    try:
+        payload = CreateConference.model_validate(body)
+    except ValidationError:
+        return False
+    normalized = payload.model_dump(mode="json")
+    legacy = hashlib.sha256(orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hmac.compare_digest(record.body_sha256, legacy)
 
 
 async def _dependency(call: Awaitable[T], operation: str) -> T:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,11 +65,6 @@ class TokenBucket:
         self.updated = now
 
 
-# Keys this process accepted lately: their replays are not charged, even when the budget is spent.
-_RECENT_KEYS_SECONDS = 300.0
-_RECENT_KEYS_MAX = 10_000
-
-
 class CallerAdmission:
     """Per-caller budgets. Callers are the configured ones, so the buckets are bounded too."""
 
@@ -79,7 +73,6 @@ class CallerAdmission:
         self.clock = clock
         self._requests: dict[str, TokenBucket] = {}
         self._participants: dict[str, TokenBucket] = {}
-        self._accepted: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def admit_request(self, caller: str) -> int:
         """0 when the request may go on, else the seconds to wait (for Retry-After)."""
@@ -96,20 +89,6 @@ class CallerAdmission:
         """Refund a reservation that dialed nobody (a replay, a refused or failed request)."""
         if count:
             self._participant_bucket(caller).give_back(count, self.clock())
-
-    def note_accepted(self, caller: str, idempotency_key: str) -> None:
-        now = self.clock()
-        self._accepted[(caller, idempotency_key)] = now
-        self._accepted.move_to_end((caller, idempotency_key))
-        while self._accepted and (
-            len(self._accepted) > _RECENT_KEYS_MAX
-            or next(iter(self._accepted.values())) < now - _RECENT_KEYS_SECONDS
-        ):
-            self._accepted.popitem(last=False)
-
-    def accepted_lately(self, caller: str, idempotency_key: str) -> bool:
-        seen = self._accepted.get((caller, idempotency_key))
-        return seen is not None and seen >= self.clock() - _RECENT_KEYS_SECONDS
 
     def _participant_bucket(self, caller: str) -> TokenBucket:
         per_minute = self.limits.participants_per_minute

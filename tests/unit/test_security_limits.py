@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from service.entrypoints.limits import ApiLimits, CallerAdmission, TokenBucket
+from service.entrypoints.limits import ApiLimits, TokenBucket
 from service.settings import ApiSettings
 from tests.fakes import FakeClock, FakeCommandPublisher, FakeConferenceStore
 from tests.unit.test_http_api import api_client, build_app
@@ -175,18 +175,6 @@ async def test_refused_and_failed_creates_do_not_use_the_budget() -> None:
         503,
         202,
     ]
-
-
-def test_recently_accepted_keys_are_forgotten_after_a_while() -> None:
-    ticker = Ticker()
-    admission = CallerAdmission(ApiLimits(), ticker)
-    admission.note_accepted("billing", "k")
-    assert admission.accepted_lately("billing", "k")
-    assert not admission.accepted_lately("support", "k")
-    ticker.now += 301
-    admission.note_accepted("billing", "other")
-    assert not admission.accepted_lately("billing", "k")
-    assert len(admission._accepted) == 1
 
 
 def test_limits_are_configured_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
