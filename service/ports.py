@@ -124,6 +124,11 @@ class OutboxMessage:
     value: bytes
 
 
+class CommandRefusedByStore(Exception):
+    """The store refused a command's values as data (a character Postgres cannot hold, a value
+    out of its column's range): the same command will always be refused, so it is not retried."""
+
+
 class IngressStore(Protocol):
     async def remember(
         self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
@@ -172,7 +177,8 @@ class WebhookInbox(Protocol):
 class ConferenceStore(Protocol):
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         """Insert the conference, its participants and its first event in one transaction;
-        False when the command (by id, or by caller + idempotency key) is known already."""
+        False when the command (by id, or by caller + idempotency key) is known already;
+        `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
 
     async def claim_due(
         self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float

@@ -22,6 +22,7 @@ from service.domain.conference import (
 )
 from service.domain.events import PendingEvent
 from service.ports import (
+    CommandRefusedByStore,
     IngressRecord,
     OutboxMessage,
     ProviderNotFound,
@@ -114,6 +115,7 @@ class FakeConferenceStore:
 
     # ConferenceStore
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        _refuse_what_postgres_cannot_store(command)
         key = (command.caller, command.idempotency_key)
         if command.command_id in self.command_ids or key in self.keys:
             return False
@@ -210,6 +212,17 @@ class FakeConferenceStore:
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
         yield []
+
+
+def _refuse_what_postgres_cannot_store(command: ConferenceCommand) -> None:
+    """As strict as Postgres: text and jsonb hold no NUL character (a command built with
+    `model_construct` skips the model's own rule)."""
+    payload = command.payload
+    texts = [command.caller, command.idempotency_key, payload.reference or ""]
+    texts += [*payload.metadata, *payload.metadata.values()]
+    texts += [p.number for p in payload.participants]
+    if any("\x00" in text for text in texts):
+        raise CommandRefusedByStore("CharacterNotInRepertoireError: invalid byte sequence 0x00")
 
 
 @dataclass

@@ -16,7 +16,13 @@ import orjson
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
 from service.domain.events import PendingEvent, envelope
-from service.ports import ConferenceFilter, Finding, IngressRecord, OutboxMessage
+from service.ports import (
+    CommandRefusedByStore,
+    ConferenceFilter,
+    Finding,
+    IngressRecord,
+    OutboxMessage,
+)
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -306,6 +312,14 @@ class PostgresStore:
     # --- the worker's conferences --------------------------------------------------------
 
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        try:
+            return await self._accept(command, event)
+        except asyncpg.DataError as error:
+            # SQLSTATE class 22 (and asyncpg's own check of the arguments): the values, not the
+            # database, are at fault; the transaction was rolled back, nothing is stored.
+            raise CommandRefusedByStore(f"{type(error).__name__}: {error}"[:500]) from error
+
+    async def _accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         payload = command.payload
         async with self._pool.acquire() as connection, connection.transaction():
             fresh_key = await connection.fetchval(
