@@ -220,10 +220,11 @@ class Finding:
 
 class ReconcileLedger(Protocol):
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
-        """The conference, claimed for a correction, or None when a worker holds it or it is
-        not ours; and whether it is ours."""
+        """The conference, claimed and leased for a correction like `claim_due` leases it (no
+        worker takes it meanwhile), or None when a worker holds it or it is not ours; and
+        whether it is ours."""
 
     async def save(
         self,

@@ -186,11 +186,13 @@ class FakeConferenceStore:
 
     # ReconcileLedger
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
         for row in self.rows.values():
             if row.conference.provider_conference_id == provider_conference_id:
                 row.conference.claim_token = uuid4()
+                if row.next_action_at is not None:
+                    row.next_action_at = self.clock() + timedelta(seconds=lease_seconds)
                 return copy.deepcopy(row.conference), True
         return None, False
 

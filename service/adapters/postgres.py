@@ -525,20 +525,26 @@ class PostgresStore:
     # --- reconciliation ------------------------------------------------------------------
 
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
         """Take a conference by the provider's id for a correction, unless a worker holds it.
-        Returns the conference (None when busy or unknown) and whether it is ours at all."""
+        Returns the conference (None when busy or unknown) and whether it is ours at all.
+        The lease is the poller's: a scheduled conference's next step moves past it, so
+        `claim_due` leaves it alone until reconcile has saved (or the lease has ended)."""
         async with self._pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
                 f"""
                 UPDATE conference c
-                   SET claim_token = gen_random_uuid(), claimed_at = now()
+                   SET claim_token = gen_random_uuid(), claimed_at = now(),
+                       leased_until = now() + make_interval(secs => $2),
+                       next_action_at = CASE WHEN next_action_at IS NULL THEN NULL
+                                             ELSE now() + make_interval(secs => $2) END
                  WHERE provider_conference_id = $1
                    AND (leased_until IS NULL OR leased_until < now())
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
                 provider_conference_id,
+                lease_seconds,
             )
             if row is None:
                 known = await connection.fetchval(
