@@ -278,8 +278,22 @@ class PostgresStore:
 
     async def request_cancel(self, caller: str, conference_id: UUID) -> str | None:
         """Record the caller's wish to end the conference and make it due now; its status, or
-        None when the caller has no such conference."""
+        None when the caller has no such conference.
+
+        The ingress row first, then the conference: `accept` locks the ingress row before it
+        inserts the conference, so a cancel racing an accept either commits first (and accept
+        reads it) or waits for accept's commit (and then finds the conference to mark)."""
         async with self._pool.acquire() as connection, connection.transaction():
+            pending = await connection.fetchval(
+                """
+                UPDATE ingress_request
+                   SET cancel_requested_at = coalesce(cancel_requested_at, now())
+                 WHERE conference_id = $1 AND caller = $2
+                RETURNING conference_id
+                """,
+                conference_id,
+                caller,
+            )
             status = await connection.fetchval(
                 """
                 UPDATE conference
@@ -295,18 +309,8 @@ class PostgresStore:
                 conference_id,
                 caller,
             )
-            if status is not None:
-                return str(status)
-            pending = await connection.fetchval(
-                """
-                UPDATE ingress_request
-                   SET cancel_requested_at = coalesce(cancel_requested_at, now())
-                 WHERE conference_id = $1 AND caller = $2
-                RETURNING conference_id
-                """,
-                conference_id,
-                caller,
-            )
+        if status is not None:
+            return str(status)
         return None if pending is None else ConferenceStatus.ACCEPTED.value
 
     # --- the worker's conferences --------------------------------------------------------
@@ -322,6 +326,13 @@ class PostgresStore:
     async def _accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         payload = command.payload
         async with self._pool.acquire() as connection, connection.transaction():
+            # Locked first, as `request_cancel` updates it first: a cancel is either seen here
+            # or waits for this commit and then finds the conference.
+            cancel_requested_at = await connection.fetchval(
+                "SELECT cancel_requested_at FROM ingress_request WHERE conference_id = $1"
+                " FOR UPDATE",
+                command.conference_id,
+            )
             fresh_key = await connection.fetchval(
                 """
                 INSERT INTO command_key (caller, idempotency_key, command_id)
@@ -341,8 +352,7 @@ class PostgresStore:
                     id, command_id, caller, idempotency_key, status, reference, metadata,
                     max_duration_seconds, requested_at, next_action_at, last_sequence,
                     cancel_requested_at)
-                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1,
-                        (SELECT cancel_requested_at FROM ingress_request WHERE conference_id = $1))
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9)
                 ON CONFLICT DO NOTHING
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
@@ -354,6 +364,7 @@ class PostgresStore:
                 payload.metadata,
                 payload.max_duration_seconds,
                 command.requested_at,
+                cancel_requested_at,
             )
             if row is None:
                 return False
