@@ -193,7 +193,7 @@ async def _run_worker(roles: set[str]) -> int:
                 parts.store,
                 f"{socket.gethostname()}-{os.getpid()}",
                 parts.share_budget,
-                parts.key_retention_days,
+                parts.retention,
                 stop,
             )
         ]

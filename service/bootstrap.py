@@ -24,6 +24,7 @@ from service.adapters.kafka import (
 from service.adapters.postgres import PostgresStore, open_pool
 from service.adapters.totalvoice import TotalVoiceClient
 from service.entrypoints.consumer import CommandConsumer
+from service.entrypoints.housekeeping import Retention
 from service.entrypoints.http import ApiDeps
 from service.entrypoints.limits import ApiLimits
 from service.handlers import ReconcileDeps, Timing, WorkerDeps
@@ -139,7 +140,7 @@ class WorkerParts:
     events: KafkaMessagePublisher | None
     batch: int
     metrics_port: int
-    key_retention_days: float
+    retention: Retention
     share_budget: Callable[[int], None] | None
 
 
@@ -198,6 +199,12 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             events,
             worker.claim_batch,
             worker.metrics_port,
-            worker.idempotency_key_retention_days,
+            Retention(
+                idempotency_key_days=worker.idempotency_key_retention_days,
+                published_event_days=worker.outbox_retention_days,
+                webhook_days=worker.webhook_retention_days,
+                reconcile_finding_days=worker.reconcile_finding_retention_days,
+                batch=worker.prune_batch_rows,
+            ),
             provider.share_budget if roles & {"dial", "poll"} else None,
         )

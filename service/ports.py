@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from service.domain.commands import ConferenceCommand
@@ -242,6 +242,11 @@ class ReconcileLedger(Protocol):
     ) -> None: ...
 
 
+# What housekeeping prunes besides idempotency keys: published outbox rows, provider webhooks,
+# and reconcile runs with their findings.
+PrunableHistory = Literal["published_events", "webhooks", "reconcile_findings"]
+
+
 class Housekeeping(Protocol):
     async def health_figures(self) -> tuple[int, int, int]:
         """Events waiting in the outbox, conferences over a minute past their next step, and
@@ -249,6 +254,12 @@ class Housekeeping(Protocol):
 
     async def prune_idempotency_keys(self, older_than_days: float) -> int:
         """Forget idempotency keys older than the retention; how many were removed."""
+
+    async def prune_history(
+        self, history: PrunableHistory, older_than_days: float, limit: int
+    ) -> int:
+        """Delete at most `limit` rows of `history` older than the retention (for the outbox,
+        published rows only); how many were removed. Callers repeat while it returns `limit`."""
 
     async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
         """Record that this worker is alive; how many are, itself included."""

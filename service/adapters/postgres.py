@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -22,6 +22,7 @@ from service.ports import (
     Finding,
     IngressRecord,
     OutboxMessage,
+    PrunableHistory,
 )
 
 
@@ -69,6 +70,38 @@ _PARTICIPANT_WRITE = """
            started_at = $11, duration_seconds = $12, billed_seconds = $13, talk_seconds = $14,
            price = $15, recording_url = $16, settled_at = $17, rejection_reason = $18,
            reconciled_at = $19
+"""
+
+
+# One bounded batch each, oldest first, found by an index on its timestamp (migration 0006).
+# The outbox loses published rows only: an unpublished one is an event not yet delivered.
+_PRUNE: dict[PrunableHistory, str] = {
+    "published_events": """
+        DELETE FROM outbox WHERE id IN (
+            SELECT id FROM outbox
+             WHERE published_at IS NOT NULL AND published_at < now() - $1::interval
+             ORDER BY published_at LIMIT $2)
+    """,
+    "webhooks": """
+        DELETE FROM provider_webhook WHERE id IN (
+            SELECT id FROM provider_webhook WHERE received_at < now() - $1::interval
+             ORDER BY received_at LIMIT $2)
+    """,
+    "reconcile_findings": """
+        DELETE FROM reconcile_finding WHERE id IN (
+            SELECT f.id FROM reconcile_finding f JOIN reconcile_run r ON r.id = f.run_id
+             WHERE r.started_at < now() - $1::interval
+             ORDER BY f.id LIMIT $2)
+    """,
+}
+
+# Runs whose findings are all gone; one a day, so a few hundred at most. The latest run stays:
+# the discrepancies gauge reads it.
+_PRUNE_EMPTY_RECONCILE_RUNS = """
+    DELETE FROM reconcile_run r
+     WHERE r.started_at < now() - $1::interval
+       AND r.id < (SELECT max(id) FROM reconcile_run)
+       AND NOT EXISTS (SELECT 1 FROM reconcile_finding f WHERE f.run_id = r.id)
 """
 
 
@@ -619,6 +652,17 @@ class PostgresStore:
                     int(older_than_days),
                 )
                 pruned += int(status.rsplit(" ", 1)[1])
+        return pruned
+
+    async def prune_history(
+        self, history: PrunableHistory, older_than_days: float, limit: int
+    ) -> int:
+        age = timedelta(days=older_than_days)
+        async with self._pool.acquire() as connection:
+            status = await connection.execute(_PRUNE[history], age, limit)
+            pruned = int(status.rsplit(" ", 1)[1])
+            if history == "reconcile_findings" and pruned < limit:
+                await connection.execute(_PRUNE_EMPTY_RECONCILE_RUNS, age)
         return pruned
 
     async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
