@@ -15,7 +15,7 @@ import orjson
 
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
-from service.domain.events import PendingEvent, envelope
+from service.domain.events import PendingEvent, envelope, money
 from service.ports import (
     CommandRefusedByStore,
     ConferenceFilter,
@@ -820,7 +820,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
                 "duration_seconds": p["duration_seconds"],
                 "billed_seconds": p["billed_seconds"],
                 "talk_seconds": p["talk_seconds"],
-                "price": None if p["price"] is None else f"{p['price']:.4f}",
+                "price": money(p["price"]),
                 "currency": p["currency"],
                 "recording_url": p["recording_url"],
             }
@@ -828,7 +828,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
         ],
         "totals": {
             "billed_seconds": sum(p["billed_seconds"] or 0 for p in participants),
-            "price": f"{sum(prices, Decimal(0)):.4f}",
+            "price": money(sum(prices, Decimal(0))),
             "currency": "BRL",
         },
     }
