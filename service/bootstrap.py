@@ -81,7 +81,7 @@ async def _store(stack: AsyncExitStack, kafka: KafkaSettings) -> AsyncIterator[P
         ),
     )
     stack.push_async_callback(pool.close)
-    yield PostgresStore(pool, kafka.kafka_events_topic)
+    yield PostgresStore(pool, kafka.kafka_events_topic, database.database_acquire_timeout_seconds)
 
 
 @asynccontextmanager
@@ -129,7 +129,8 @@ async def reconcile_deps() -> AsyncIterator[ReconcileDeps]:
         stack.push_async_callback(pool.close)
         provider = _provider_client(provider_settings)
         stack.push_async_callback(provider.aclose)
-        yield ReconcileDeps(PostgresStore(pool, kafka_events_topic), provider, utc_now)
+        store = PostgresStore(pool, kafka_events_topic, database.database_acquire_timeout_seconds)
+        yield ReconcileDeps(store, provider, utc_now)
 
 
 @dataclass

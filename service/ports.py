@@ -202,8 +202,9 @@ class ConferenceStore(Protocol):
 
 class Outbox(Protocol):
     def outbox_batch(self, limit: int) -> AbstractAsyncContextManager[list[OutboxMessage]]:
-        """Unpublished events, oldest first, held until the block exits; marked published
-        only if it exits without an error."""
+        """Unpublished events, oldest first, leased (no other relay takes them meanwhile, and
+        no transaction stays open) until the block exits; marked published only if it exits
+        without an error, and left to another relay when the lease ends otherwise."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,11 @@ class LogSettings(_Group):
 class DatabaseSettings(_Group):
     database_url: SecretStr
     database_pool_min: int = Field(default=2, ge=1)
-    database_pool_max: int = Field(default=10, ge=1)
+    # The worker's peak concurrency, counted in README ("Sizing the database pool").
+    database_pool_max: int = Field(default=20, ge=1)
+    # No acquire waits longer: past it, a step fails and is retried rather than outliving
+    # its lease, and a request answers 503.
+    database_acquire_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -167,13 +167,19 @@ class PostgresStore:
     """One class for every table: the service is small enough that splitting it would only
     scatter the transactions that must stay together."""
 
-    def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, events_topic: str, acquire_timeout: float = 5.0) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
         self._events_topic = events_topic
         self._ingress_queue: list[
             tuple[tuple[str, str, str, ConferenceCommand], asyncio.Future[IngressRecord]]
         ] = []
         self._ingress_writer: asyncio.Task[None] | None = None
+
+    def _acquire(self) -> Any:
+        """A connection, or TimeoutError: a step waiting on an exhausted pool would outlive its
+        lease, and a request would hang; failing lets the caller retry or answer 503."""
+        return self._pool.acquire(timeout=self._acquire_timeout)
 
     async def ping(self) -> None:
         async with self._pool.acquire(timeout=2) as connection:
@@ -216,7 +222,7 @@ class PostgresStore:
     async def _remember_many(
         self, items: list[tuple[str, str, str, ConferenceCommand]]
     ) -> list[IngressRecord]:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
                 INSERT INTO ingress_request
@@ -254,7 +260,7 @@ class PostgresStore:
     # --- reads for the API ---------------------------------------------------------------
 
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             row = await connection.fetchrow(
                 "SELECT * FROM conference WHERE id = $1 AND caller = $2", conference_id, caller
             )
@@ -275,7 +281,7 @@ class PostgresStore:
         self, caller: str, filters: ConferenceFilter, limit: int
     ) -> tuple[list[dict[str, Any]], tuple[datetime, UUID] | None]:
         """Newest first; the second value is the position after the last row, when there is more."""
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
                 SELECT * FROM conference
@@ -316,7 +322,7 @@ class PostgresStore:
         The ingress row first, then the conference: `accept` locks the ingress row before it
         inserts the conference, so a cancel racing an accept either commits first (and accept
         reads it) or waits for accept's commit (and then finds the conference to mark)."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             pending = await connection.fetchval(
                 """
                 UPDATE ingress_request
@@ -358,7 +364,7 @@ class PostgresStore:
 
     async def _accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         payload = command.payload
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             # Locked first, as `request_cancel` updates it first: a cancel is either seen here
             # or waits for this commit and then finds the conference.
             cancel_requested_at = await connection.fetchval(
@@ -423,7 +429,7 @@ class PostgresStore:
     async def claim_due(
         self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
     ) -> list[Conference]:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             rows = await connection.fetch(
                 f"""
                 WITH due AS (
@@ -464,7 +470,7 @@ class PostgresStore:
         *,
         hold: bool = False,
     ) -> bool:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             new_events: list[PendingEvent] = []
             if events:
                 known = await connection.fetch(
@@ -575,7 +581,7 @@ class PostgresStore:
         Returns the conference (None when busy or unknown) and whether it is ours at all.
         The lease is the poller's: a scheduled conference's next step moves past it, so
         `claim_due` leaves it alone until reconcile has saved (or the lease has ended)."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
                 f"""
                 UPDATE conference c
@@ -602,7 +608,7 @@ class PostgresStore:
         return _conference(row, [_participant(p) for p in participants]), True
 
     async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             run_id = await connection.fetchval(
                 "INSERT INTO reconcile_run (period_start, period_end) VALUES ($1, $2) RETURNING id",
                 start,
@@ -613,7 +619,7 @@ class PostgresStore:
     async def finish_reconcile_run(
         self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
     ) -> None:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             await connection.executemany(
                 """
                 INSERT INTO reconcile_finding (run_id, kind, provider_conference_id,
@@ -645,7 +651,7 @@ class PostgresStore:
     async def prune_idempotency_keys(self, older_than_days: float) -> int:
         """Forget keys older than the retention; a caller may then use one again."""
         pruned = 0
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             for table in ("ingress_request", "command_key"):
                 status = await connection.execute(
                     f"DELETE FROM {table} WHERE created_at < now() - make_interval(days => $1)",  # noqa: S608 (a constant table name)
@@ -658,7 +664,7 @@ class PostgresStore:
         self, history: PrunableHistory, older_than_days: float, limit: int
     ) -> int:
         age = timedelta(days=older_than_days)
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             status = await connection.execute(_PRUNE[history], age, limit)
             pruned = int(status.rsplit(" ", 1)[1])
             if history == "reconcile_findings" and pruned < limit:
@@ -667,7 +673,7 @@ class PostgresStore:
 
     async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
         """Say this worker is alive; how many workers are (itself included)."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             await connection.execute(
                 """
                 INSERT INTO worker_presence (worker_id) VALUES ($1)
@@ -682,11 +688,11 @@ class PostgresStore:
             return int(await connection.fetchval("SELECT count(*) FROM worker_presence"))
 
     async def withdraw(self, worker_id: str) -> None:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             await connection.execute("DELETE FROM worker_presence WHERE worker_id = $1", worker_id)
 
     async def health_figures(self) -> tuple[int, int, int]:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             row = await connection.fetchrow(
                 """
                 SELECT
@@ -709,7 +715,7 @@ class PostgresStore:
         payload: dict[str, Any],
         look_in: float | None,
     ) -> bool:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             conference_id = await connection.fetchval(
                 """
                 UPDATE conference
@@ -748,29 +754,55 @@ class PostgresStore:
 
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
-        """Lock a batch of unpublished events; they are marked published when the block exits
-        without an error, so a relay that dies mid-send leaves them for the next one."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        """Lease a batch of unpublished events in one short transaction, yield it with no
+        transaction open (the send to Kafka takes its time), and mark it published in another
+        when the block exits without an error. A relay that dies leaves its rows to another once
+        the lease ends: at least once. A row is taken only when no earlier unpublished event of
+        its conference is leased by another relay, so each conference's events go in order."""
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
-                SELECT id, topic, key, value::text AS value FROM outbox
-                 WHERE published_at IS NULL
-                 ORDER BY id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
+                WITH batch AS (
+                    SELECT o.id FROM outbox o
+                     WHERE o.published_at IS NULL
+                       AND (o.leased_until IS NULL OR o.leased_until < now())
+                       AND NOT EXISTS (
+                           SELECT 1 FROM outbox earlier
+                            WHERE earlier.conference_id = o.conference_id
+                              AND earlier.sequence < o.sequence
+                              AND earlier.published_at IS NULL
+                              AND earlier.leased_until >= now())
+                     ORDER BY o.id
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED
+                )
+                UPDATE outbox o SET leased_until = now() + make_interval(secs => $2)
+                  FROM batch
+                 WHERE o.id = batch.id
+                RETURNING o.id, o.topic, o.key, o.value::text AS value
                 """,
                 limit,
+                _OUTBOX_LEASE_SECONDS,
             )
-            messages = [
+        messages = sorted(
+            (
                 OutboxMessage(id=r["id"], topic=r["topic"], key=r["key"], value=r["value"].encode())
                 for r in rows
-            ]
-            yield messages
-            if messages:
+            ),
+            key=lambda m: m.id,
+        )
+        yield messages
+        if messages:
+            async with self._acquire() as connection:
                 await connection.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+                    "UPDATE outbox SET published_at = now(), leased_until = NULL"
+                    " WHERE id = ANY($1)",
                     [m.id for m in messages],
                 )
+
+
+# Longer than a batch takes to send (the producer's send deadline is 5 s a message batch).
+_OUTBOX_LEASE_SECONDS = 30.0
 
 
 def _accepted_view(ingress: asyncpg.Record) -> dict[str, Any]:
