@@ -193,7 +193,7 @@ async def _run_worker(roles: set[str]) -> int:
                 parts.store,
                 f"{socket.gethostname()}-{os.getpid()}",
                 parts.share_budget,
-                parts.key_retention_days,
+                parts.retention,
                 stop,
             )
         ]
@@ -249,6 +249,12 @@ async def _reconcile(args: argparse.Namespace) -> int:
             result = await reconcile_period(deps, start, end)
     except ProviderError as error:
         log.error("reconcile_failed", error=str(error))
+        return 2
+    except Exception as error:
+        # Postgres away, a socket error, anything else that stopped the run: "could not run",
+        # which the CronJob retries. 1 means discrepancies found, and it is not retried.
+        log.error("reconcile_failed", error=repr(error)[:300])
+        print(f"reconcile could not run: {error!r}"[:500], file=sys.stderr)
         return 2
     log.info("reconcile_finished", run_id=result.run_id, **result.summary())
     print(

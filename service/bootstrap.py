@@ -24,6 +24,7 @@ from service.adapters.kafka import (
 from service.adapters.postgres import PostgresStore, open_pool
 from service.adapters.totalvoice import TotalVoiceClient
 from service.entrypoints.consumer import CommandConsumer
+from service.entrypoints.housekeeping import Retention
 from service.entrypoints.http import ApiDeps
 from service.entrypoints.limits import ApiLimits
 from service.handlers import ReconcileDeps, Timing, WorkerDeps
@@ -80,7 +81,7 @@ async def _store(stack: AsyncExitStack, kafka: KafkaSettings) -> AsyncIterator[P
         ),
     )
     stack.push_async_callback(pool.close)
-    yield PostgresStore(pool, kafka.kafka_events_topic)
+    yield PostgresStore(pool, kafka.kafka_events_topic, database.database_acquire_timeout_seconds)
 
 
 @asynccontextmanager
@@ -128,7 +129,8 @@ async def reconcile_deps() -> AsyncIterator[ReconcileDeps]:
         stack.push_async_callback(pool.close)
         provider = _provider_client(provider_settings)
         stack.push_async_callback(provider.aclose)
-        yield ReconcileDeps(PostgresStore(pool, kafka_events_topic), provider, utc_now)
+        store = PostgresStore(pool, kafka_events_topic, database.database_acquire_timeout_seconds)
+        yield ReconcileDeps(store, provider, utc_now)
 
 
 @dataclass
@@ -139,7 +141,7 @@ class WorkerParts:
     events: KafkaMessagePublisher | None
     batch: int
     metrics_port: int
-    key_retention_days: float
+    retention: Retention
     share_budget: Callable[[int], None] | None
 
 
@@ -200,6 +202,12 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             events,
             worker.claim_batch,
             worker.metrics_port,
-            worker.idempotency_key_retention_days,
+            Retention(
+                idempotency_key_days=worker.idempotency_key_retention_days,
+                published_event_days=worker.outbox_retention_days,
+                webhook_days=worker.webhook_retention_days,
+                reconcile_finding_days=worker.reconcile_finding_retention_days,
+                batch=worker.prune_batch_rows,
+            ),
             provider.budget.share if roles & {"dial", "poll"} else None,
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from service import failpoints, metrics
 from service.domain.account import AccountPause
@@ -505,8 +506,16 @@ class ReconcileResult:
 
 
 # Findings that mean the ledger was wrong or incomplete; the rest are informational.
+# A busy conference was not checked at all: it counts, so the run does not pass for clean.
 DISCREPANCY_KINDS = frozenset(
-    {"price_mismatch", "duration_mismatch", "missing_call", "settled_late", "unknown_conference"}
+    {
+        "price_mismatch",
+        "duration_mismatch",
+        "missing_call",
+        "settled_late",
+        "unknown_conference",
+        "busy",
+    }
 )
 
 
@@ -532,30 +541,60 @@ async def reconcile_period(deps: ReconcileDeps, start: datetime, end: datetime) 
     return result
 
 
+# Reconcile holds a conference only while it compares it in memory (no provider call between
+# its claim and its save), so a short lease is plenty; a lost one is retried this many times.
+RECONCILE_LEASE_SECONDS = 30.0
+RECONCILE_ATTEMPTS = 3
+
+
 async def _reconcile_conference(
     deps: ReconcileDeps, run_id: int, report: ConferenceReport
 ) -> list[Finding]:
     provider_id = report.provider_conference_id
-    conference, ours = await deps.ledger.claim_for_reconcile(provider_id)
-    if conference is None:
-        if ours:
-            return [Finding("busy", provider_id, detail={"note": "a worker holds it; next run"})]
-        billed = [c for c in report.calls if c.call_id is not None]
-        # An empty conference is what a crash between create and storing its id leaves behind:
-        # it cost nothing. One with calls is a conference someone else placed on our account.
-        kind = "unknown_conference" if billed else "unknown_empty_conference"
-        return [
-            Finding(
-                kind,
-                provider_id,
-                detail={
-                    "calls": len(billed),
-                    "price": money(sum((c.price or Decimal(0) for c in billed), Decimal(0))),
-                },
-            )
-        ]
+    conference_id = None
+    for _ in range(RECONCILE_ATTEMPTS):
+        conference, ours = await deps.ledger.claim_for_reconcile(
+            provider_id, RECONCILE_LEASE_SECONDS
+        )
+        if conference is None:
+            if ours:
+                return [_busy(provider_id, None, "a worker holds it")]
+            return _unknown_conference(report)
+        conference_id = conference.id
+        findings, events, next_action = _corrections(run_id, report, conference, deps.clock())
+        # Fenced by the claim: False means another claim took it and nothing was written.
+        if await deps.ledger.save(conference, events, next_action):
+            return findings
+    return [_busy(provider_id, conference_id, "its claim was taken before the save")]
 
-    now = deps.clock()
+
+def _busy(provider_id: str, conference_id: UUID | None, why: str) -> Finding:
+    """A conference this run could not check or correct: reported, and left for the next run."""
+    return Finding("busy", provider_id, None, conference_id, {"note": f"{why}; not reconciled"})
+
+
+def _unknown_conference(report: ConferenceReport) -> list[Finding]:
+    billed = [c for c in report.calls if c.call_id is not None]
+    # An empty conference is what a crash between create and storing its id leaves behind:
+    # it cost nothing. One with calls is a conference someone else placed on our account.
+    kind = "unknown_conference" if billed else "unknown_empty_conference"
+    return [
+        Finding(
+            kind,
+            report.provider_conference_id,
+            detail={
+                "calls": len(billed),
+                "price": money(sum((c.price or Decimal(0) for c in billed), Decimal(0))),
+            },
+        )
+    ]
+
+
+def _corrections(
+    run_id: int, report: ConferenceReport, conference: Conference, now: datetime
+) -> tuple[list[Finding], list[PendingEvent], float | None]:
+    """Make the claimed conference match the provider's report: its findings, the events to
+    publish, and its next step."""
     findings: list[Finding] = []
     corrections: list[dict[str, Any]] = []
     for call in report.calls:
@@ -629,18 +668,19 @@ async def _reconcile_conference(
                     },
                 )
             )
-    await deps.ledger.save(conference, events, next_action)
-    return findings
+    return findings, events, next_action
 
 
 def match_call_for_reconcile(conference: Conference, call: CallReport) -> Participant | None:
+    """The participant a reported call belongs to: by call id, else by number (E.164 from any
+    echo form; numbers are distinct in a conference), as the poller matches them. A reported
+    id that differs from ours is the same call when the number agrees."""
     for participant in conference.participants:
         if call.call_id is not None and participant.provider_call_id == call.call_id:
             return participant
-    if call.call_id is None:
-        for participant in conference.participants:
-            if participant.number == call.number:
-                return participant
+    for participant in conference.participants:
+        if call.number is not None and participant.number == call.number:
+            return participant
     return None
 
 

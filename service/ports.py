@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from service.domain.commands import ConferenceCommand
@@ -160,6 +160,11 @@ class OutboxMessage:
     value: bytes
 
 
+class CommandRefusedByStore(Exception):
+    """The store refused a command's values as data (a character Postgres cannot hold, a value
+    out of its column's range): the same command will always be refused, so it is not retried."""
+
+
 class IngressStore(Protocol):
     async def remember(
         self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
@@ -211,7 +216,8 @@ class WebhookInbox(Protocol):
 class ConferenceStore(Protocol):
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         """Insert the conference, its participants and its first event in one transaction;
-        False when the command (by id, or by caller + idempotency key) is known already."""
+        False when the command (by id, or by caller + idempotency key) is known already;
+        `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
 
     async def claim_due(
         self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
@@ -235,8 +241,9 @@ class ConferenceStore(Protocol):
 
 class Outbox(Protocol):
     def outbox_batch(self, limit: int) -> AbstractAsyncContextManager[list[OutboxMessage]]:
-        """Unpublished events, oldest first, held until the block exits; marked published
-        only if it exits without an error."""
+        """Unpublished events, oldest first, leased (no other relay takes them meanwhile, and
+        no transaction stays open) until the block exits; marked published only if it exits
+        without an error, and left to another relay when the lease ends otherwise."""
 
 
 @dataclass(frozen=True)
@@ -253,10 +260,11 @@ class Finding:
 
 class ReconcileLedger(Protocol):
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
-        """The conference, claimed for a correction, or None when a worker holds it or it is
-        not ours; and whether it is ours."""
+        """The conference, claimed and leased for a correction like `claim_due` leases it (no
+        worker takes it meanwhile), or None when a worker holds it or it is not ours; and
+        whether it is ours."""
 
     async def save(
         self,
@@ -274,6 +282,11 @@ class ReconcileLedger(Protocol):
     ) -> None: ...
 
 
+# What housekeeping prunes besides idempotency keys: published outbox rows, provider webhooks,
+# and reconcile runs with their findings.
+PrunableHistory = Literal["published_events", "webhooks", "reconcile_findings"]
+
+
 class Housekeeping(Protocol):
     async def health_figures(self) -> tuple[int, int, int]:
         """Events waiting in the outbox, conferences over a minute past their next step, and
@@ -281,6 +294,12 @@ class Housekeeping(Protocol):
 
     async def prune_idempotency_keys(self, older_than_days: float) -> int:
         """Forget idempotency keys older than the retention; how many were removed."""
+
+    async def prune_history(
+        self, history: PrunableHistory, older_than_days: float, limit: int
+    ) -> int:
+        """Delete at most `limit` rows of `history` older than the retention (for the outbox,
+        published rows only); how many were removed. Callers repeat while it returns `limit`."""
 
     async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
         """Record that this worker is alive; how many are, itself included."""

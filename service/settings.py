@@ -34,7 +34,11 @@ class LogSettings(_Group):
 class DatabaseSettings(_Group):
     database_url: SecretStr
     database_pool_min: int = Field(default=2, ge=1)
-    database_pool_max: int = Field(default=10, ge=1)
+    # The worker's peak concurrency, counted in README ("Sizing the database pool").
+    database_pool_max: int = Field(default=20, ge=1)
+    # No acquire waits longer: past it, a step fails and is retried rather than outliving
+    # its lease, and a request answers 503.
+    database_acquire_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -128,6 +132,14 @@ class WorkerSettings(_Group):
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     # CONTRACT: keys are kept at least 7 days; then a caller may use one again.
     idempotency_key_retention_days: float = Field(default=7, ge=7)
+    # History that only grows otherwise (README, "Retention"). Published events: consumers read
+    # them from Kafka, the rows only serve a replay after an incident. Webhooks: hints, kept
+    # for correlating unknown ids. Reconcile findings: an audit trail over a year of billing.
+    outbox_retention_days: float = Field(default=7, ge=1)
+    webhook_retention_days: float = Field(default=30, ge=1)
+    reconcile_finding_retention_days: float = Field(default=400, ge=30)
+    # Rows removed per DELETE: short transactions, no long lock on the outbox the relay uses.
+    prune_batch_rows: int = Field(default=1000, ge=1, le=100_000)
     poll_first_seconds: float = Field(default=5.0, gt=0)
     poll_max_seconds: float = Field(default=60.0, gt=0)
     # With the provider's webhooks registered, polls are a safety net for lost callbacks.

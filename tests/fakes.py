@@ -24,6 +24,7 @@ from service.domain.conference import (
 )
 from service.domain.events import PendingEvent
 from service.ports import (
+    CommandRefusedByStore,
     IngressRecord,
     OutboxMessage,
     ProviderNotFound,
@@ -121,6 +122,7 @@ class FakeConferenceStore:
 
     # ConferenceStore
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        _refuse_what_postgres_cannot_store(command)
         key = (command.caller, command.idempotency_key)
         if command.command_id in self.command_ids or key in self.keys:
             return False
@@ -191,11 +193,13 @@ class FakeConferenceStore:
 
     # ReconcileLedger
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
         for row in self.rows.values():
             if row.conference.provider_conference_id == provider_conference_id:
                 row.conference.claim_token = uuid4()
+                if row.next_action_at is not None:
+                    row.next_action_at = self.clock() + timedelta(seconds=lease_seconds)
                 return copy.deepcopy(row.conference), True
         return None, False
 
@@ -217,6 +221,17 @@ class FakeConferenceStore:
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
         yield []
+
+
+def _refuse_what_postgres_cannot_store(command: ConferenceCommand) -> None:
+    """As strict as Postgres: text and jsonb hold no NUL character (a command built with
+    `model_construct` skips the model's own rule)."""
+    payload = command.payload
+    texts = [command.caller, command.idempotency_key, payload.reference or ""]
+    texts += [*payload.metadata, *payload.metadata.values()]
+    texts += [p.number for p in payload.participants]
+    if any("\x00" in text for text in texts):
+        raise CommandRefusedByStore("CharacterNotInRepertoireError: invalid byte sequence 0x00")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -15,8 +15,15 @@ import orjson
 
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
-from service.domain.events import PendingEvent, envelope
-from service.ports import ConferenceFilter, Finding, IngressRecord, OutboxMessage
+from service.domain.events import PendingEvent, envelope, money
+from service.ports import (
+    CommandRefusedByStore,
+    ConferenceFilter,
+    Finding,
+    IngressRecord,
+    OutboxMessage,
+    PrunableHistory,
+)
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -63,6 +70,38 @@ _PARTICIPANT_WRITE = """
            started_at = $11, duration_seconds = $12, billed_seconds = $13, talk_seconds = $14,
            price = $15, recording_url = $16, settled_at = $17, rejection_reason = $18,
            reconciled_at = $19
+"""
+
+
+# One bounded batch each, oldest first, found by an index on its timestamp (migration 0006).
+# The outbox loses published rows only: an unpublished one is an event not yet delivered.
+_PRUNE: dict[PrunableHistory, str] = {
+    "published_events": """
+        DELETE FROM outbox WHERE id IN (
+            SELECT id FROM outbox
+             WHERE published_at IS NOT NULL AND published_at < now() - $1::interval
+             ORDER BY published_at LIMIT $2)
+    """,
+    "webhooks": """
+        DELETE FROM provider_webhook WHERE id IN (
+            SELECT id FROM provider_webhook WHERE received_at < now() - $1::interval
+             ORDER BY received_at LIMIT $2)
+    """,
+    "reconcile_findings": """
+        DELETE FROM reconcile_finding WHERE id IN (
+            SELECT f.id FROM reconcile_finding f JOIN reconcile_run r ON r.id = f.run_id
+             WHERE r.started_at < now() - $1::interval
+             ORDER BY f.id LIMIT $2)
+    """,
+}
+
+# Runs whose findings are all gone; one a day, so a few hundred at most. The latest run stays:
+# the discrepancies gauge reads it.
+_PRUNE_EMPTY_RECONCILE_RUNS = """
+    DELETE FROM reconcile_run r
+     WHERE r.started_at < now() - $1::interval
+       AND r.id < (SELECT max(id) FROM reconcile_run)
+       AND NOT EXISTS (SELECT 1 FROM reconcile_finding f WHERE f.run_id = r.id)
 """
 
 
@@ -128,13 +167,19 @@ class PostgresStore:
     """One class for every table: the service is small enough that splitting it would only
     scatter the transactions that must stay together."""
 
-    def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, events_topic: str, acquire_timeout: float = 5.0) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
         self._events_topic = events_topic
         self._ingress_queue: list[
             tuple[tuple[str, str, str, ConferenceCommand], asyncio.Future[IngressRecord]]
         ] = []
         self._ingress_writer: asyncio.Task[None] | None = None
+
+    def _acquire(self) -> Any:
+        """A connection, or TimeoutError: a step waiting on an exhausted pool would outlive its
+        lease, and a request would hang; failing lets the caller retry or answer 503."""
+        return self._pool.acquire(timeout=self._acquire_timeout)
 
     async def ping(self) -> None:
         async with self._pool.acquire(timeout=2) as connection:
@@ -177,7 +222,7 @@ class PostgresStore:
     async def _remember_many(
         self, items: list[tuple[str, str, str, ConferenceCommand]]
     ) -> list[IngressRecord]:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
                 INSERT INTO ingress_request
@@ -227,7 +272,7 @@ class PostgresStore:
     # --- reads for the API ---------------------------------------------------------------
 
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             row = await connection.fetchrow(
                 "SELECT * FROM conference WHERE id = $1 AND caller = $2", conference_id, caller
             )
@@ -248,7 +293,7 @@ class PostgresStore:
         self, caller: str, filters: ConferenceFilter, limit: int
     ) -> tuple[list[dict[str, Any]], tuple[datetime, UUID] | None]:
         """Newest first; the second value is the position after the last row, when there is more."""
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
                 SELECT * FROM conference
@@ -284,8 +329,22 @@ class PostgresStore:
 
     async def request_cancel(self, caller: str, conference_id: UUID) -> str | None:
         """Record the caller's wish to end the conference and make it due now; its status, or
-        None when the caller has no such conference."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        None when the caller has no such conference.
+
+        The ingress row first, then the conference: `accept` locks the ingress row before it
+        inserts the conference, so a cancel racing an accept either commits first (and accept
+        reads it) or waits for accept's commit (and then finds the conference to mark)."""
+        async with self._acquire() as connection, connection.transaction():
+            pending = await connection.fetchval(
+                """
+                UPDATE ingress_request
+                   SET cancel_requested_at = coalesce(cancel_requested_at, now())
+                 WHERE conference_id = $1 AND caller = $2
+                RETURNING conference_id
+                """,
+                conference_id,
+                caller,
+            )
             status = await connection.fetchval(
                 """
                 UPDATE conference
@@ -301,25 +360,30 @@ class PostgresStore:
                 conference_id,
                 caller,
             )
-            if status is not None:
-                return str(status)
-            pending = await connection.fetchval(
-                """
-                UPDATE ingress_request
-                   SET cancel_requested_at = coalesce(cancel_requested_at, now())
-                 WHERE conference_id = $1 AND caller = $2
-                RETURNING conference_id
-                """,
-                conference_id,
-                caller,
-            )
+        if status is not None:
+            return str(status)
         return None if pending is None else ConferenceStatus.ACCEPTED.value
 
     # --- the worker's conferences --------------------------------------------------------
 
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
+        try:
+            return await self._accept(command, event)
+        except asyncpg.DataError as error:
+            # SQLSTATE class 22 (and asyncpg's own check of the arguments): the values, not the
+            # database, are at fault; the transaction was rolled back, nothing is stored.
+            raise CommandRefusedByStore(f"{type(error).__name__}: {error}"[:500]) from error
+
+    async def _accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         payload = command.payload
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
+            # Locked first, as `request_cancel` updates it first: a cancel is either seen here
+            # or waits for this commit and then finds the conference.
+            cancel_requested_at = await connection.fetchval(
+                "SELECT cancel_requested_at FROM ingress_request WHERE conference_id = $1"
+                " FOR UPDATE",
+                command.conference_id,
+            )
             fresh_key = await connection.fetchval(
                 """
                 INSERT INTO command_key (caller, idempotency_key, command_id)
@@ -339,8 +403,7 @@ class PostgresStore:
                     id, command_id, caller, idempotency_key, status, reference, metadata,
                     max_duration_seconds, requested_at, next_action_at, last_sequence,
                     cancel_requested_at)
-                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1,
-                        (SELECT cancel_requested_at FROM ingress_request WHERE conference_id = $1))
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9)
                 ON CONFLICT DO NOTHING
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
@@ -352,6 +415,7 @@ class PostgresStore:
                 payload.metadata,
                 payload.max_duration_seconds,
                 command.requested_at,
+                cancel_requested_at,
             )
             if row is None:
                 return False
@@ -377,7 +441,7 @@ class PostgresStore:
     async def claim_due(
         self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
     ) -> list[Conference]:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             rows = await connection.fetch(
                 f"""
                 WITH due AS (
@@ -418,7 +482,7 @@ class PostgresStore:
         *,
         hold: bool = False,
     ) -> bool:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             new_events: list[PendingEvent] = []
             if events:
                 known = await connection.fetch(
@@ -523,20 +587,26 @@ class PostgresStore:
     # --- reconciliation ------------------------------------------------------------------
 
     async def claim_for_reconcile(
-        self, provider_conference_id: str
+        self, provider_conference_id: str, lease_seconds: float
     ) -> tuple[Conference | None, bool]:
         """Take a conference by the provider's id for a correction, unless a worker holds it.
-        Returns the conference (None when busy or unknown) and whether it is ours at all."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        Returns the conference (None when busy or unknown) and whether it is ours at all.
+        The lease is the poller's: a scheduled conference's next step moves past it, so
+        `claim_due` leaves it alone until reconcile has saved (or the lease has ended)."""
+        async with self._acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
                 f"""
                 UPDATE conference c
-                   SET claim_token = gen_random_uuid(), claimed_at = now()
+                   SET claim_token = gen_random_uuid(), claimed_at = now(),
+                       leased_until = now() + make_interval(secs => $2),
+                       next_action_at = CASE WHEN next_action_at IS NULL THEN NULL
+                                             ELSE now() + make_interval(secs => $2) END
                  WHERE provider_conference_id = $1
                    AND (leased_until IS NULL OR leased_until < now())
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
                 provider_conference_id,
+                lease_seconds,
             )
             if row is None:
                 known = await connection.fetchval(
@@ -550,7 +620,7 @@ class PostgresStore:
         return _conference(row, [_participant(p) for p in participants]), True
 
     async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             run_id = await connection.fetchval(
                 "INSERT INTO reconcile_run (period_start, period_end) VALUES ($1, $2) RETURNING id",
                 start,
@@ -561,7 +631,7 @@ class PostgresStore:
     async def finish_reconcile_run(
         self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
     ) -> None:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             await connection.executemany(
                 """
                 INSERT INTO reconcile_finding (run_id, kind, provider_conference_id,
@@ -593,7 +663,7 @@ class PostgresStore:
     async def prune_idempotency_keys(self, older_than_days: float) -> int:
         """Forget keys older than the retention; a caller may then use one again."""
         pruned = 0
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             for table in ("ingress_request", "command_key"):
                 status = await connection.execute(
                     f"DELETE FROM {table} WHERE created_at < now() - make_interval(days => $1)",  # noqa: S608 (a constant table name)
@@ -602,9 +672,20 @@ class PostgresStore:
                 pruned += int(status.rsplit(" ", 1)[1])
         return pruned
 
+    async def prune_history(
+        self, history: PrunableHistory, older_than_days: float, limit: int
+    ) -> int:
+        age = timedelta(days=older_than_days)
+        async with self._acquire() as connection:
+            status = await connection.execute(_PRUNE[history], age, limit)
+            pruned = int(status.rsplit(" ", 1)[1])
+            if history == "reconcile_findings" and pruned < limit:
+                await connection.execute(_PRUNE_EMPTY_RECONCILE_RUNS, age)
+        return pruned
+
     async def announce(self, worker_id: str, stale_after_seconds: float) -> int:
         """Say this worker is alive; how many workers are (itself included)."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             await connection.execute(
                 """
                 INSERT INTO worker_presence (worker_id) VALUES ($1)
@@ -619,11 +700,11 @@ class PostgresStore:
             return int(await connection.fetchval("SELECT count(*) FROM worker_presence"))
 
     async def withdraw(self, worker_id: str) -> None:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             await connection.execute("DELETE FROM worker_presence WHERE worker_id = $1", worker_id)
 
     async def health_figures(self) -> tuple[int, int, int]:
-        async with self._pool.acquire() as connection:
+        async with self._acquire() as connection:
             row = await connection.fetchrow(
                 """
                 SELECT
@@ -646,7 +727,7 @@ class PostgresStore:
         payload: dict[str, Any],
         look_in: float | None,
     ) -> bool:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._acquire() as connection, connection.transaction():
             conference_id = await connection.fetchval(
                 """
                 UPDATE conference
@@ -685,29 +766,55 @@ class PostgresStore:
 
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
-        """Lock a batch of unpublished events; they are marked published when the block exits
-        without an error, so a relay that dies mid-send leaves them for the next one."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        """Lease a batch of unpublished events in one short transaction, yield it with no
+        transaction open (the send to Kafka takes its time), and mark it published in another
+        when the block exits without an error. A relay that dies leaves its rows to another once
+        the lease ends: at least once. A row is taken only when no earlier unpublished event of
+        its conference is leased by another relay, so each conference's events go in order."""
+        async with self._acquire() as connection:
             rows = await connection.fetch(
                 """
-                SELECT id, topic, key, value::text AS value FROM outbox
-                 WHERE published_at IS NULL
-                 ORDER BY id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
+                WITH batch AS (
+                    SELECT o.id FROM outbox o
+                     WHERE o.published_at IS NULL
+                       AND (o.leased_until IS NULL OR o.leased_until < now())
+                       AND NOT EXISTS (
+                           SELECT 1 FROM outbox earlier
+                            WHERE earlier.conference_id = o.conference_id
+                              AND earlier.sequence < o.sequence
+                              AND earlier.published_at IS NULL
+                              AND earlier.leased_until >= now())
+                     ORDER BY o.id
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED
+                )
+                UPDATE outbox o SET leased_until = now() + make_interval(secs => $2)
+                  FROM batch
+                 WHERE o.id = batch.id
+                RETURNING o.id, o.topic, o.key, o.value::text AS value
                 """,
                 limit,
+                _OUTBOX_LEASE_SECONDS,
             )
-            messages = [
+        messages = sorted(
+            (
                 OutboxMessage(id=r["id"], topic=r["topic"], key=r["key"], value=r["value"].encode())
                 for r in rows
-            ]
-            yield messages
-            if messages:
+            ),
+            key=lambda m: m.id,
+        )
+        yield messages
+        if messages:
+            async with self._acquire() as connection:
                 await connection.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+                    "UPDATE outbox SET published_at = now(), leased_until = NULL"
+                    " WHERE id = ANY($1)",
                     [m.id for m in messages],
                 )
+
+
+# Longer than a batch takes to send (the producer's send deadline is 5 s a message batch).
+_OUTBOX_LEASE_SECONDS = 30.0
 
 
 def _accepted_view(ingress: asyncpg.Record) -> dict[str, Any]:
@@ -757,7 +864,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
                 "duration_seconds": p["duration_seconds"],
                 "billed_seconds": p["billed_seconds"],
                 "talk_seconds": p["talk_seconds"],
-                "price": None if p["price"] is None else f"{p['price']:.4f}",
+                "price": money(p["price"]),
                 "currency": p["currency"],
                 "recording_url": p["recording_url"],
             }
@@ -765,7 +872,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
         ],
         "totals": {
             "billed_seconds": sum(p["billed_seconds"] or 0 for p in participants),
-            "price": f"{sum(prices, Decimal(0)):.4f}",
+            "price": money(sum(prices, Decimal(0))),
             "currency": "BRL",
         },
     }

@@ -26,6 +26,19 @@ MAX_METADATA_BYTES = 4096
 
 PhoneNumber = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(to_e164)]
 
+NUL_REFUSED = "must not contain NUL characters"
+
+
+def _storable(text: str) -> str:
+    """Postgres text and jsonb cannot hold a NUL character. The rule lives in the model so the
+    api and the consumer (commands produced straight to Kafka) refuse the same values."""
+    if "\x00" in text:
+        raise ValueError(NUL_REFUSED)
+    return text
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -43,8 +56,8 @@ class CreateConference(_Strict):
     participants: list[ParticipantRequest] = Field(min_length=1, max_length=MAX_PARTICIPANTS)
     caller_id: PhoneNumber | None = None
     record: bool = False
-    reference: str | None = Field(default=None, max_length=200)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    reference: StorableText | None = Field(default=None, max_length=200)
+    metadata: dict[str, StorableText] = Field(default_factory=dict)
     max_duration_seconds: int | None = Field(default=None, ge=60, le=24 * 3600)
 
     @model_validator(mode="before")
@@ -82,6 +95,8 @@ class CreateConference(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, metadata: dict[str, str]) -> dict[str, str]:
+        if any("\x00" in name for name in metadata):
+            raise ValueError(f"names {NUL_REFUSED}")
         if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
         return metadata
@@ -93,7 +108,7 @@ class ConferenceCommand(_Strict):
     type: Literal["conference.create"]
     command_id: UUID
     conference_id: UUID
-    caller: str = Field(min_length=1, max_length=100)
+    caller: StorableText = Field(min_length=1, max_length=100)
     idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
     requested_at: datetime
     payload: CreateConference

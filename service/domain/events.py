@@ -42,8 +42,17 @@ def event_id(conference_id: UUID, kind: EventType, *change: str) -> UUID:
     return uuid5(_EVENT_NAMESPACE, "/".join((str(conference_id), kind.value, *change)))
 
 
+# Prices are stored as numeric(18, 6): shown exactly, with at least 4 places (the provider
+# bills to the cent and below; "0.1200" stays "0.1200", "0.123456" is not rounded).
+MONEY_MIN_PLACES = 4
+
+
 def money(value: Decimal | None) -> str | None:
-    return None if value is None else f"{value:.4f}"
+    if value is None:
+        return None
+    exponent = value.normalize().as_tuple().exponent
+    places = max(MONEY_MIN_PLACES, -exponent if isinstance(exponent, int) else 0)
+    return f"{value:.{places}f}"
 
 
 def participant_snapshot(p: Participant) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from service import failpoints, metrics
 from service.domain.commands import ConferenceCommand, field_errors
 from service.handlers import accept_command
 from service.logging import get_logger
-from service.ports import ConferenceStore, DeadLetters
+from service.ports import CommandRefusedByStore, ConferenceStore, DeadLetters
 
 log = get_logger(__name__)
 
@@ -34,11 +34,14 @@ _CONCURRENT_ACCEPTS = 8
 
 async def _until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Repeat until it works. A message is never skipped: while Postgres or the broker is away
-    the partition waits (its offset is not committed), and the lag alert tells someone."""
+    the partition waits (its offset is not committed), and the lag alert tells someone. A
+    command the store refuses as data would wait forever, and every partition with it."""
     delay = 0.5
     while True:
         try:
             return await attempt()
+        except CommandRefusedByStore:
+            raise
         except Exception as error:
             log.warning(f"{what}_retrying", error=repr(error)[:300], delay=delay)
             await asyncio.sleep(delay)
@@ -105,9 +108,13 @@ class CommandConsumer:
             errors = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(error))
             await self._dead_letter(record, "invalid-command", errors)
             return
-        accepted = await _until_done(
-            "command_accept", lambda: accept_command(self._store, command, self._clock())
-        )
+        try:
+            accepted = await _until_done(
+                "command_accept", lambda: accept_command(self._store, command, self._clock())
+            )
+        except CommandRefusedByStore as refused:
+            await self._dead_letter(record, "refused-by-store", str(refused))
+            return
         failpoints.reached("after_accept")
         metrics.COMMANDS_CONSUMED.labels(outcome="accepted" if accepted else "duplicate").inc()
         log.info(

@@ -26,7 +26,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service import metrics
 from service.adapters.totalvoice import parse_id
-from service.domain.commands import ConferenceCommand, CreateConference, field_errors
+from service.domain.commands import (
+    NUL_REFUSED,
+    ConferenceCommand,
+    CreateConference,
+    field_errors,
+)
 from service.domain.conference import ConferenceStatus
 from service.entrypoints.limits import ApiLimits, CallerAdmission, ConcurrencyLimit
 from service.entrypoints.openapi import OPENAPI
@@ -130,7 +135,8 @@ class _Api:
                 "the Idempotency-Key header is required: 1 to 255 printable ASCII characters",
                 kind="idempotency-key-required",
             )
-        body = await self._json_body(request, self.deps.max_body_bytes)
+        # Its strings are checked by the model, as the consumer checks commands from Kafka.
+        body = await self._json_body(request, self.deps.max_body_bytes, strings_checked=False)
         fingerprint = request_fingerprint(body)
         # A key seen before is answered as it was the first time, by any pod, whatever this
         # deploy's model says of the body now: not validated again, not charged again.
@@ -348,7 +354,11 @@ class _Api:
         return caller
 
     async def _json_body(
-        self, request: Request, max_bytes: int, require_json_type: bool = True
+        self,
+        request: Request,
+        max_bytes: int,
+        require_json_type: bool = True,
+        strings_checked: bool = True,
     ) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if require_json_type and content_type != "application/json":
@@ -369,7 +379,9 @@ class _Api:
         except orjson.JSONDecodeError:
             raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
         # Only a body holding an escaped NUL or more openers than the depth limit can be unfit.
-        unfit = _unstorable(body) if _may_be_unstorable(raw) else None
+        unfit = (
+            _unstorable(body, strings_checked) if _may_be_unstorable(raw, strings_checked) else None
+        )
         if unfit is not None:
             raise Problem(
                 422,
@@ -415,27 +427,28 @@ async def _dependency(call: Awaitable[T], operation: str) -> T:
         ) from None
 
 
-def _may_be_unstorable(raw: bytes) -> bool:
+def _may_be_unstorable(raw: bytes, strings: bool) -> bool:
     """JSON writes a NUL only as the escape `\\u0000`, and nests no deeper than its count of
     `[` and `{`: a body with neither cannot be unfit, and need not be walked."""
-    return b"\\u0000" in raw or raw.count(b"[") + raw.count(b"{") > _MAX_JSON_DEPTH
+    return (strings and b"\\u0000" in raw) or raw.count(b"[") + raw.count(b"{") > _MAX_JSON_DEPTH
 
 
-def _unstorable(value: Any) -> tuple[str, str] | None:
-    """Where a parsed JSON body holds what Postgres cannot store (a NUL character) or nests
-    deeper than any real body: (field, message), else None. Iterative: depth costs no stack."""
+def _unstorable(value: Any, strings: bool) -> tuple[str, str] | None:
+    """Where a parsed JSON body nests deeper than any real body or, with `strings`, holds what
+    Postgres cannot store (a NUL character, the model's rule for bodies stored as they come):
+    (field, message), else None. Iterative: depth costs no stack."""
     pending: list[tuple[Any, str, int]] = [(value, "", 0)]
     while pending:
         item, path, depth = pending.pop()
         if depth > _MAX_JSON_DEPTH:
             return path or "body", f"nested more than {_MAX_JSON_DEPTH} levels"
         if isinstance(item, str):
-            if "\x00" in item:
-                return path or "body", "must not contain NUL characters"
+            if strings and "\x00" in item:
+                return path or "body", NUL_REFUSED
         elif isinstance(item, dict):
             for name, child in item.items():
-                if "\x00" in name:
-                    return path or "body", "names must not contain NUL characters"
+                if strings and "\x00" in name:
+                    return path or "body", f"names {NUL_REFUSED}"
                 pending.append((child, f"{path}.{name}" if path else name, depth + 1))
         elif isinstance(item, list):
             for index, child in enumerate(item):

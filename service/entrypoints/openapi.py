@@ -58,7 +58,11 @@ _METADATA = {
 }
 _NULLABLE_MOMENT = {"type": ["string", "null"], "format": "date-time"}
 _NULLABLE_COUNT = {"type": ["integer", "null"], "minimum": 0}
-_PRICE = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{4}$", "description": "BRL, exact."}
+_PRICE = {
+    "type": "string",
+    "pattern": r"^-?[0-9]+\.[0-9]{4,6}$",
+    "description": "BRL, exact as stored: 4 to 6 decimal places.",
+}
 _STATUSES = ["accepted", "dialing", "in_progress", "completed", "failed", "canceled", "unresolved"]
 _CONFERENCE_ID = {
     "name": "conference_id",

@@ -1,8 +1,8 @@
 """The outbox relay: events committed in Postgres -> `conference.events.v1`, at least once.
 
-Rows are taken in id order, locked while they are sent, and marked sent only after Kafka has
-acknowledged them all; a relay that dies leaves them for the next. Consumers dedupe on
-`event_id` and order by `sequence`.
+Rows are leased in id order (one short transaction), sent with no transaction open, and marked
+sent (another) only after Kafka has acknowledged them all; a relay that dies leaves them for the
+next once the lease ends. Consumers dedupe on `event_id` and order by `sequence`.
 """
 
 from __future__ import annotations

@@ -4,40 +4,13 @@ INSERT, and each still gets exactly the answer stored under its own key."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 
 from service.adapters.postgres import PostgresStore, open_pool
 from service.domain.commands import ConferenceCommand, CreateConference
-from tests.databases import create_database, drop_database, migrate
-
-
-@pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.fail("TEST_DATABASE_URL is not set: run the suite with `make test`")
-    name = f"conference_ingress_{uuid.uuid4().hex[:8]}"
-    url = await create_database(admin_url, name)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        await drop_database(admin_url, name)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[PostgresStore]:
-    pool = await open_pool(database_url)
-    try:
-        yield PostgresStore(pool, "conference.events.v1")
-    finally:
-        await pool.close()
 
 
 def command(caller: str, key: str) -> ConferenceCommand:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
+from uuid import uuid4
 
 from service.domain.conference import ConferenceStatus
 from service.handlers import ReconcileDeps, advance_dialing, poll_conference, reconcile_period
@@ -64,3 +66,57 @@ async def test_reconcile_corrects_adds_reports_and_publishes_each_correction_onc
     again = await reconcile_period(deps, *PERIOD)
     assert [f.kind for f in again.findings] == ["unknown_conference"]
     assert store.event_types(conference_id).count("conference.reconciled") == 1
+
+
+class ClaimTakenOnSave(FakeConferenceStore):
+    """A poller's claim lands between reconcile's claim and its save, `steals` times."""
+
+    def __init__(self, clock: FakeClock, steals: int) -> None:
+        super().__init__(clock)
+        self.steals = steals
+        self.saves: list[bool] = []
+        self.reconcile_claims: set[Any] = set()
+
+    async def save(self, conference: Any, events: Any, next_action_in: Any, **kw: Any) -> bool:
+        if self.steals and conference.claim_token in self.reconcile_claims:
+            self.steals -= 1
+            self.rows[conference.id].conference.claim_token = uuid4()
+        saved = await super().save(conference, events, next_action_in, **kw)
+        self.saves.append(saved)
+        return saved
+
+    async def claim_for_reconcile(self, provider_conference_id: str, lease_seconds: float) -> Any:
+        conference, ours = await super().claim_for_reconcile(provider_conference_id, lease_seconds)
+        if conference is not None:
+            self.reconcile_claims.add(conference.claim_token)
+        return conference, ours
+
+
+async def test_a_correction_whose_claim_was_taken_is_retried_and_written() -> None:
+    clock = FakeClock()
+    provider = FakeProvider()
+    store = ClaimTakenOnSave(clock, steals=1)
+    await finished_conference(store, provider, clock)
+    provider.conferences["1000"][0].price = "0.3400"
+
+    found = await reconcile_period(ReconcileDeps(store, provider, clock), *PERIOD)
+
+    assert [f.kind for f in found.findings] == ["price_mismatch"]
+    assert store.saves[-2:] == [False, True]
+    [conference] = store.rows.values()
+    assert conference.conference.participants[0].price == Decimal("0.3400")
+
+
+async def test_a_correction_that_never_gets_written_is_reported_busy() -> None:
+    clock = FakeClock()
+    provider = FakeProvider()
+    store = ClaimTakenOnSave(clock, steals=100)
+    await finished_conference(store, provider, clock)
+    provider.conferences["1000"][0].price = "0.3400"
+
+    found = await reconcile_period(ReconcileDeps(store, provider, clock), *PERIOD)
+
+    assert [f.kind for f in found.discrepancies] == ["busy"]
+    assert store.runs[-1] == found.findings
+    [conference] = store.rows.values()
+    assert conference.conference.participants[0].price == Decimal("0.1200")
