@@ -6,12 +6,14 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import Any, get_args
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.simulator.app import create_app
 from service.simulator.config import SimulatorConfig
+from service.simulator.dialect import Dialect
 from service.simulator.scenario import Scenario
 
 _EPILOG = """\
@@ -38,7 +40,14 @@ Scenario file (JSON, every field optional; also PUT /_simulator/scenario at runt
                 "loss_rate": 0.0, "reorder": false},
    "webhook_names": ["status_tempo_real", "chamada_fim", "envio_sms",
                      "chamada_did_fim", "conferencia"],
-   "messy": true, "report_metadata": true, "auto_end_conference": true}
+   "messy": true, "report_metadata": true, "max_rps": null,
+   "dialect": {"numbers": "e164", "get_shape": "object", "dial_id": "same",
+               "room_end": "auto", "webhook_conference_id": "included", "ids": "mixed",
+               "prices": "number", "price_decimals": 2, "billed_minute": "mixed",
+               "timestamps": "offset", "clock": "scaled"}}
+  "auto_end_conference": false is the old name of "dialect": {"room_end": "on_delete"}.
+  Each dialect key has the flag of the same name (below the options); a flag given on the
+  command line wins over the scenario, also over one put at runtime.
   The first rule that matches wins; with none, a call rings 3 s, is answered and talks 20 s.
   Final statuses: atendida, sem resposta, ocupado, congestionado, falha, cancelada, não existe.
   Endpoint keys (latency_ms, errors): "POST /conferencia", "POST /conferencia/{id}",
@@ -48,12 +57,42 @@ Scenario file (JSON, every field optional; also PUT /_simulator/scenario at runt
   A dial_timeout places the call but answers only after dial_timeout_seconds (real seconds).
   dial_errors_after_placing places the call, then answers 500, 502, 503 or 504 anyway.
 
+Dialects (the provider's undocumented choices; the defaults are what `make run` serves):
+  --numbers        e164: +554832830151 | national: 4832830151 (the seed's examples)
+                   | digits55: 554832830151. Any form is accepted on input.
+  --get-shape      object: the "Objeto Conferência" with chamadas[] | flat: the docs' audio-like
+                   GET example (numero_destino, duracao_segundos, ...) of the most recent call
+                   only, with no call id, no data_termino, no url_gravacao; earlier calls show in
+                   the reports and webhooks | mixed: object or flat, drawn per conference.
+  --dial-id        same: POST /conferencia/{id} answers chamadas[].id | different: another id
+                   (10^15 + the call's id) | absent: "dados": null.
+  --room-end       auto: the room closes at its last hang-up (later dials and DELETE: 404/80)
+                   | on_delete: it stays open until DELETE.
+  --webhook-conference-id  included | omitted: conferencia_id in the chamada_fim payload.
+  --ids            mixed: as the docs (create/dial answers and chamada_fim numbers, GET ids
+                   sometimes strings when messy, chamada_id in conference events a string)
+                   | number: every id a number | string: every id a string.
+  --prices         number: "preco" a JSON number | string: "preco" a decimal string.
+  --price-decimals 2: default tariffs 0.12 fixo, 0.35 movel | 6: 0.071234 and 0.351789. A price
+                   is the tariff times the billed minutes, exact; scenario tariffs win.
+  --billed-minute  mixed (drawn when messy) | 00:01:00 | 00:00:60 (the conference docs' form).
+  --timestamps     offset: 2024-05-01T12:00:00-03:00 | naive: the same Sao Paulo time, no offset.
+                   Conference events never carry an offset (as documented).
+  --clock          scaled: timestamps advance time-scale seconds per real second, as durations
+                   do, so data_inicio + duracao = the end; they start (time-scale - 1) * 600 s
+                   in the past, so they stay behind real time for the first 10 real minutes
+                   | real: real timestamps with scaled durations (a 79 s call in an 8 s window).
+  --max-rps N      the account's requests per real second (a bucket per token, one second of
+                   burst); above it, 429 motivo 0 in the envelope. Default: no limit.
+
 Control API (no token; plain JSON):
   GET    /_simulator/health                     {"status", "seed", "time_scale"}
   GET    /_simulator/ledger                     requests by endpoint and status, dials,
                                                 conferences with their calls and exact prices,
                                                 GET count by conference
-  GET    /_simulator/requests?limit=N           the last N provider requests
+  GET    /_simulator/requests?limit=N           the last N provider requests: received_at,
+                                                endpoint, status, conference_id, number (E.164),
+                                                call_id, body, user_agent
   GET    /_simulator/deliveries?limit=N         the last N webhook deliveries
   GET    /_simulator/scenario                   the scenario in force
   PUT    /_simulator/scenario                   replace it (422 when invalid)
@@ -84,10 +123,18 @@ def main(argv: list[str]) -> int:
         time_scale=args.time_scale,
         seed=seed,
         scenario=scenario,
+        overrides=_overrides(args),
         id_offset=args.id_offset,
     )
+    try:
+        in_force = scenario.with_overrides(config.overrides)
+    except ValidationError as error:
+        print(f"simulator: cannot use these settings: {error}", file=sys.stderr)
+        return 2
+    dialect = " ".join(f"{k}={v}" for k, v in in_force.dialect.model_dump().items())
     print(
-        f"simulator: http://{args.host}:{args.port} seed={seed} time_scale={args.time_scale}",
+        f"simulator: http://{args.host}:{args.port} seed={seed} time_scale={args.time_scale} "
+        f"max_rps={in_force.max_rps} {dialect}",
         file=sys.stderr,
     )
     # uvicorn re-raises the signal that stopped it after draining; a handler of our own
@@ -127,7 +174,34 @@ def _parser() -> argparse.ArgumentParser:
         help="added to every conference and call id (simulators sharing one database)",
     )
     parser.add_argument("--scenario", metavar="FILE", help="a JSON scenario (format below)")
+    dialect = parser.add_argument_group("dialect (see Dialects below; default: the scenario's)")
+    for key, info in Dialect.model_fields.items():
+        values = get_args(info.annotation)
+        dialect.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=f"dialect_{key}",
+            choices=values,
+            type=type(values[0]),
+            help=f"default {info.default}",
+        )
+    parser.add_argument(
+        "--max-rps",
+        type=_positive_float,
+        help="the provider's per-account request rate; above it 429 (default: no limit)",
+    )
     return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    dialect = {
+        key: value
+        for key in Dialect.model_fields
+        if (value := getattr(args, f"dialect_{key}")) is not None
+    }
+    overrides: dict[str, Any] = {"dialect": dialect} if dialect else {}
+    if args.max_rps is not None:
+        overrides["max_rps"] = args.max_rps
+    return overrides
 
 
 def _tokens_from_environment() -> tuple[str, ...]:

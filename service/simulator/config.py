@@ -1,6 +1,7 @@
 """How one simulator instance is set up: who may call it, how fast time runs, what it plays."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -15,6 +16,9 @@ class SimulatorConfig:
     # None draws one at start; the health endpoint reports it so a run can be repeated.
     seed: int | None = None
     scenario: Scenario = field(default_factory=Scenario)
+    # The command line's dialect flags and --max-rps: applied on top of every scenario, also one
+    # put at runtime, so a lane started in a dialect stays in it ({"dialect": {...}, "max_rps"}).
+    overrides: dict[str, Any] = field(default_factory=dict)
     # The account id the provider echoes as `cli` and `cliente_id`.
     client_id: int = 2150
     recording_base_url: str = "https://recordings.simulator.invalid/"

@@ -135,6 +135,8 @@ async def _requests(request: Request) -> Response:
                 "endpoint": received.endpoint,
                 "status": received.status,
                 "conference_id": received.conference_id,
+                "number": received.number,
+                "call_id": received.call_id,
                 "body": received.body,
                 "at": received.at.isoformat(),
                 "received_at": received.received_at.isoformat(),
@@ -174,9 +176,8 @@ async def _put_scenario(request: Request) -> Response:
         scenario = Scenario.model_validate_json(await request.body())
     except ValidationError as error:
         return _invalid(error)
-    simulation = _simulation(request)
-    simulation.scenario = scenario
-    return _json(scenario.model_dump(mode="json"))
+    in_force = _simulation(request).use_scenario(scenario)
+    return _json(in_force.model_dump(mode="json"))
 
 
 async def _reset(request: Request) -> Response:

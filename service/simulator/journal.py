@@ -17,6 +17,10 @@ class ReceivedRequest:
     endpoint: str
     status: int
     conference_id: int | None
+    # The number a dial (or a create with `numero_destino`) concerns, E.164 when valid, and the
+    # call it placed: tests count dials per participant from outside the service.
+    number: str | None
+    call_id: int | None
     body: Any
     at: datetime
     # When the request arrived and who sent it: tests use them to prove that two workers never

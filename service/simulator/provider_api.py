@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.simulator.calls import Call
 from service.simulator.clock import SAO_PAULO
+from service.simulator.dialect import DIFFERENT_DIAL_ID_OFFSET
 from service.simulator.envelope import ProviderError, enveloped, gateway_page, refusal, success
 from service.simulator.journal import CLIENT_GAVE_UP, ReceivedRequest
 from service.simulator.ledger import Conference
@@ -80,6 +81,8 @@ def _provider_endpoint(endpoint: str, handler: Handler) -> Callable[[Request], A
                     endpoint=endpoint,
                     status=status,
                     conference_id=_conference_in(request),
+                    number=getattr(request.state, "number", None),
+                    call_id=getattr(request.state, "call_id", None),
                     body=_loggable(body),
                     at=datetime.now(SAO_PAULO),
                     received_at=received_at,
@@ -98,8 +101,11 @@ async def _answer(
     latency = scenario.latency_seconds(injectable)
     if latency:
         await asyncio.sleep(latency)
-    if request.headers.get("access-token") not in simulation.config.tokens:
+    token = request.headers.get("access-token")
+    if token is None or token not in simulation.config.tokens:
         return refusal(ProviderError(403, 40, "access token inválido"))
+    if not simulation.rate.admit(token, scenario.max_rps):
+        return _fault(429)
     if endpoint == "GET /conferencia/{id}":
         simulation.journal.count_conference_get(request.path_params["conference_id"])
     if injectable is not None and injectable in scenario.errors:
@@ -139,11 +145,12 @@ async def _create_conference(request: Request, simulation: Simulation, body: byt
         caller_id = _caller_id(form.get("bina"))
         record = _recording_wish(form.get("gravar_conferencia"), "gravar_conferencia")
         _require_balance(simulation)
+        request.state.number = number
     conference = simulation.open_conference()
     request.state.conference_id = conference.id
     if number is not None:
-        simulation.dial(conference, number, caller_id, record)
-    return success("conferencia criado com sucesso", {"id": conference.id})
+        request.state.call_id = simulation.dial(conference, number, caller_id, record).id
+    return success("conferencia criado com sucesso", simulation.rendering.created(conference.id))
 
 
 async def _which_conference(request: Request, simulation: Simulation, body: bytes) -> Response:
@@ -163,12 +170,14 @@ async def _dial(request: Request, simulation: Simulation, body: bytes) -> Respon
     if raw_number is None or raw_number == "":
         raise ProviderError(405, 10, "o parametro numero é obrigatório")
     number = to_e164(raw_number)
+    request.state.number = number or str(raw_number)
     if number is None:
         raise ProviderError(405, 11, _INVALID_NUMBER.format(field="numero"))
     caller_id = _caller_id(form.get("bina"))
     record = _recording_wish(form.get("gravar_audio"), "gravar_audio")
     _require_balance(simulation)
     call = simulation.dial(conference, number, caller_id, record)
+    request.state.call_id = call.id
     scenario = simulation.scenario
     if scenario.dial_timeout_rate and simulation.draw.random() < scenario.dial_timeout_rate:
         # The call is placed; only the answer is late, so the client cannot know it was.
@@ -178,7 +187,16 @@ async def _dial(request: Request, simulation: Simulation, body: bytes) -> Respon
         fault = scenario.fault_after_placing(simulation.draw.random())
         if fault is not None:
             return _fault(fault)
-    return success("chamada criada com sucesso", {"id": call.id})
+    return success("chamada criada com sucesso", _dial_answer(simulation, call))
+
+
+def _dial_answer(simulation: Simulation, call: Call) -> dict[str, Any] | None:
+    """`dados` of the dial: the call's id as the GET lists it, another id, or none at all."""
+    dial_id = simulation.scenario.dialect.dial_id
+    if dial_id == "absent":
+        return None
+    offset = DIFFERENT_DIAL_ID_OFFSET if dial_id == "different" else 0
+    return simulation.rendering.dialed(call.id + offset)
 
 
 async def _end_conference(request: Request, simulation: Simulation, body: bytes) -> Response:

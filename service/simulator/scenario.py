@@ -3,9 +3,11 @@
 import re
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Annotated, Literal, TypeGuard, get_args
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.simulator.dialect import PRECISE_FIXO, PRECISE_MOVEL, Dialect
 
 FinalStatus = Literal[
     "atendida", "sem resposta", "ocupado", "congestionado", "falha", "cancelada", "não existe"
@@ -108,7 +110,29 @@ class Scenario(BaseModel):
     webhook_names: tuple[str, ...] = DEFAULT_WEBHOOK_NAMES
     messy: bool = True
     report_metadata: bool = True
-    auto_end_conference: bool = True
+    dialect: Dialect = Dialect()
+    # The account's request rate (real requests per second); above it, 429 in the envelope.
+    max_rps: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_auto_end(cls, data: Any) -> Any:
+        """`auto_end_conference` (a bool) was the first name of `dialect.room_end`."""
+        if not isinstance(data, dict) or "auto_end_conference" not in data:
+            return data
+        data = dict(data)
+        auto_end = data.pop("auto_end_conference")
+        if not isinstance(auto_end, bool):
+            raise ValueError("auto_end_conference must be a boolean")
+        dialect = data.get("dialect")
+        dialect = dict(
+            dialect.model_dump(exclude_unset=True)
+            if isinstance(dialect, Dialect)
+            else dialect or {}
+        )
+        dialect.setdefault("room_end", "auto" if auto_end else "on_delete")
+        data["dialect"] = dialect
+        return data
 
     @model_validator(mode="after")
     def _error_rates_fit(self) -> "Scenario":
@@ -118,6 +142,23 @@ class Scenario(BaseModel):
         if sum(self.dial_errors_after_placing.values()) > 1.0:
             raise ValueError("dial_errors_after_placing rates add up to more than 1")
         return self
+
+    @property
+    def effective_tariffs(self) -> Tariffs:
+        """The scenario's tariffs; six-decimal ones when the dialect asks for them and it names
+        none."""
+        if self.dialect.price_decimals == 6 and "tariffs" not in self.model_fields_set:
+            return Tariffs(fixo=PRECISE_FIXO, movel=PRECISE_MOVEL)
+        return self.tariffs
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
+        """This scenario with the command line's settings on top: {"dialect": {...}, "max_rps"}."""
+        if not overrides:
+            return self
+        data = self.model_dump(mode="json", exclude_unset=True)
+        for key, value in overrides.items():
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+        return Scenario.model_validate(data)
 
     def rule_for(self, number: str) -> CallRule:
         return next((rule for rule in self.rules if rule.matches(number)), CallRule())

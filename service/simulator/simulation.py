@@ -12,7 +12,8 @@ from service.simulator.journal import RequestJournal
 from service.simulator.ledger import Conference, Ledger
 from service.simulator.payloads import Rendering
 from service.simulator.phone_numbers import line_type
-from service.simulator.scenario import CallRule, FinalStatus, LineType
+from service.simulator.rate import RequestRate
+from service.simulator.scenario import CallRule, FinalStatus, LineType, Scenario
 from service.simulator.webhooks import WebhookPoster, WebhookRegistry
 
 CALL_END_WEBHOOK = "chamada_fim"
@@ -44,8 +45,9 @@ class Simulation:
         )
         # One stream per source of randomness, so webhook timing cannot shift the faults drawn.
         self.draw = random.Random(f"{self.seed}:requests")
-        self.clock = SimulatedClock(config.time_scale)
-        self.scenario = config.scenario
+        self.scenario = config.scenario.with_overrides(config.overrides)
+        self.clock = SimulatedClock(config.time_scale, rule=self.scenario.dialect.clock)
+        self.rate = RequestRate()
         self.ledger = Ledger(config.recording_base_url, config.id_offset)
         self.journal = RequestJournal()
         self.webhooks = WebhookRegistry()
@@ -54,9 +56,17 @@ class Simulation:
         )
         self.watch = CallWatch(self.clock, self._announce)
 
+    def use_scenario(self, scenario: Scenario) -> Scenario:
+        """Play `scenario` from now on, under the command line's settings; the one in force."""
+        self.scenario = scenario.with_overrides(self.config.overrides)
+        self.clock.rule = self.scenario.dialect.clock
+        return self.scenario
+
     @property
     def rendering(self) -> Rendering:
-        return Rendering(self.clock, self.seed, self.scenario.messy, self.config.client_id)
+        return Rendering(
+            self.clock, self.seed, self.scenario.messy, self.config.client_id, self.scenario.dialect
+        )
 
     def conference(self, conference_id: int) -> Conference | None:
         conference = self.ledger.conferences.get(conference_id)
@@ -65,7 +75,7 @@ class Simulation:
         return conference
 
     def settle(self, conference: Conference) -> None:
-        if self.scenario.auto_end_conference:
+        if self.scenario.dialect.room_end == "auto":
             self.ledger.close_if_finished(conference, self.clock.now())
 
     def open_conference(self) -> Conference:
@@ -150,7 +160,7 @@ class Simulation:
             ring_seconds=rule.ring_seconds,
             talk_seconds=rule.talk_seconds,
             line_type=line,
-            price_per_minute=self.scenario.tariffs.per_minute(line),
+            price_per_minute=self.scenario.effective_tariffs.per_minute(line),
         )
 
     def _announce(self, call: Call, event: CallEvent) -> None:

@@ -106,7 +106,11 @@ class Simulator:
 @contextlib.asynccontextmanager
 async def served_simulator() -> AsyncIterator[Simulator]:
     """The simulator behind uvicorn on a free 127.0.0.1 port, in this event loop."""
-    app = create_app(SimulatorConfig(tokens=(TOKEN,), time_scale=TIME_SCALE, seed=SEED))
+    # Real walls: these tests compare the provider's times and report periods with real time.
+    real_walls = {"dialect": {"clock": "real"}}
+    app = create_app(
+        SimulatorConfig(tokens=(TOKEN,), time_scale=TIME_SCALE, seed=SEED, overrides=real_walls)
+    )
     config = uvicorn.Config(
         app,
         lifespan="on",

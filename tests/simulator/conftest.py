@@ -75,6 +75,11 @@ class Simulator:
 
         return await eventually(delivered, condition)
 
+    def today(self) -> str:
+        """The simulated day in Sao Paulo, which the scaled clock keeps behind the real one."""
+        clock = self.simulation.clock
+        return clock.wall_at(clock.now()).date().isoformat()
+
     async def ledger(self) -> dict[str, Any]:
         response = await self.client.get("/_simulator/ledger")
         assert response.status_code == 200
@@ -147,4 +152,4 @@ async def simulator(start_simulator: StartSimulator) -> Simulator:
 @pytest.fixture
 async def lasting_simulator(start_simulator: StartSimulator) -> Simulator:
     """Conferences stay open when their calls end, so several dials never race an auto-end."""
-    return await start_simulator({"messy": False, "auto_end_conference": False})
+    return await start_simulator({"messy": False, "dialect": {"room_end": "on_delete"}})

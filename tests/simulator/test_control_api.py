@@ -248,7 +248,7 @@ async def test_finished_conference_nobody_created_shows_in_the_report(
         ("sem resposta", None, "0.00", True),
         ("atendida", 60, "0.50", True),
     ]
-    today = datetime.now(SAO_PAULO).date().isoformat()
+    today = simulator.today()
     report = (
         await simulator.client.get(
             "/conferencia/relatorio", params={"data_inicio": today, "data_fim": today}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.simulator.clock import SAO_PAULO, SimulatedClock
+from service.simulator.clock import HORIZON_SECONDS, SAO_PAULO, SimulatedClock
 from service.simulator.phone_numbers import line_type, to_e164
 from service.simulator.report_query import parse_instant
 
@@ -57,12 +57,32 @@ def test_unreadable_report_dates_are_none(raw: str) -> None:
     assert parse_instant(raw, end_of_day=False) is None
 
 
-def test_clock_runs_time_scale_times_faster_on_a_sao_paulo_wall() -> None:
+def test_real_clock_runs_time_scale_times_faster_on_a_real_sao_paulo_wall() -> None:
     ticks = iter([1000.0, 1002.0, 1002.0])
     wall = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    clock = SimulatedClock(60.0, monotonic=lambda: next(ticks), wall_now=lambda: wall)
+    clock = SimulatedClock(60.0, rule="real", monotonic=lambda: next(ticks), wall_now=lambda: wall)
 
     assert clock.now() == 120.0
     assert clock.wall_at(120.0) == wall + timedelta(seconds=2)
     assert clock.wall_at(0.0).utcoffset() == timedelta(hours=-3)
     assert clock.real_seconds_until(180.0) == 1.0
+
+
+def test_scaled_walls_advance_with_durations_and_stay_behind_real_time() -> None:
+    real = [1000.0]
+    wall = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    clock = SimulatedClock(60.0, monotonic=lambda: real[0], wall_now=lambda: wall)
+
+    # 79 simulated seconds are 79 seconds of wall, whatever the scale.
+    assert clock.wall_at(100.0) - clock.wall_at(21.0) == timedelta(seconds=79)
+    assert clock.wall_at(0.0) == wall - timedelta(seconds=59 * HORIZON_SECONDS)
+    for elapsed in (0.0, 1.0, 60.0, HORIZON_SECONDS):
+        real[0] = 1000.0 + elapsed
+        assert clock.wall_at(clock.now()) <= wall + timedelta(seconds=elapsed)
+
+
+def test_scaled_walls_are_real_walls_at_time_scale_one() -> None:
+    wall = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    clock = SimulatedClock(1.0, monotonic=lambda: 5.0, wall_now=lambda: wall)
+
+    assert clock.wall_at(30.0) == wall + timedelta(seconds=30)

@@ -26,6 +26,20 @@ CALL_KEYS = {
 }
 
 
+@pytest.fixture
+async def simulator(start_simulator: StartSimulator) -> Simulator:
+    """Real walls: the periods below are written around real time (the scaled clock's walls are
+    tested in test_dialects)."""
+    return await start_simulator({"messy": False, "dialect": {"clock": "real"}})
+
+
+@pytest.fixture
+async def lasting_simulator(start_simulator: StartSimulator) -> Simulator:
+    return await start_simulator(
+        {"messy": False, "dialect": {"clock": "real", "room_end": "on_delete"}}
+    )
+
+
 def _today() -> str:
     return datetime.now(SAO_PAULO).date().isoformat()
 
@@ -171,7 +185,7 @@ async def test_report_limit_defaults_to_100_and_accepts_200(simulator: Simulator
 
 
 async def test_report_metadata_can_be_left_out(start_simulator: StartSimulator) -> None:
-    simulator = await start_simulator({"report_metadata": False})
+    simulator = await start_simulator({"report_metadata": False, "dialect": {"clock": "real"}})
     await simulator.create_conference()
 
     response = await simulator.client.get(

@@ -1,0 +1,1 @@
+"""Contract tests: third-party clients of the provider API against the simulator."""
