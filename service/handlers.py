@@ -4,6 +4,7 @@ until every call is settled, and finish it. They await only the ports they are g
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Callable
@@ -297,7 +298,7 @@ async def _resolve_unknown_dials(
         await deps.store.save(conference, [], deps.budget.seconds_until_free())
         return False
     try:
-        report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
+        report = await _read_conference(deps, conference, slot)
     except ProviderError as error:
         log.warning("dial_resolution_deferred", conference_id=str(conference.id), error=str(error))
         await deps.store.save(conference, [], _retry_delay(deps))
@@ -319,6 +320,35 @@ async def _resolve_unknown_dials(
             metrics.DIAL_RESOLUTIONS.labels(outcome="not_placed").inc()
             log.info("dial_resolved_as_not_placed", conference_id=str(conference.id))
     return await deps.store.save(conference, [], deps.timing.lease, hold=True)
+
+
+async def _read_conference(
+    deps: WorkerDeps, conference: Conference, slot: datetime
+) -> ConferenceReport:
+    """The provider's view of the conference. When its answer cannot list every call (the flat
+    shape shows only the latest) and a dialed participant is missing from it, the calls report
+    around the room's creation fills in the rest: a call the provider placed is never taken
+    for one it did not, and every call settles from the provider's own figures."""
+    assert conference.provider_conference_id is not None
+    report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
+    missing = [
+        p
+        for p in conference.participants
+        if p.dial_state in (DialState.DIALING, DialState.DIALED)
+        and not p.is_settled
+        and match_call(p, report.calls) is None
+    ]
+    if report.lists_every_call or not missing:
+        return report
+    # The provider's own clock dates the window: ours may differ from it.
+    start = (report.created_at or conference.accepted_at) - timedelta(minutes=5)
+    end = start + timedelta(seconds=deps.timing.settle_deadline + 3600)
+    calls = await deps.provider.calls_report(start, end)
+    ours = tuple(c for c in calls if c.conference_id == conference.provider_conference_id)
+    log.info("conference_calls_read_from_report", conference_id=str(conference.id), calls=len(ours))
+    known = {(c.call_id, c.number) for c in ours}
+    shown = tuple(c for c in report.calls if (c.call_id, c.number) not in known)
+    return dataclasses.replace(report, calls=ours + shown)
 
 
 def _booking_deadline(deps: WorkerDeps) -> datetime:
@@ -347,7 +377,7 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         return
     conference.poll_count += 1
     try:
-        report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
+        report = await _read_conference(deps, conference, slot)
     except ProviderError as error:
         log.warning("poll_failed", conference_id=str(conference.id), error=str(error))
         if _past_deadline(deps, conference):

@@ -91,7 +91,10 @@ class TotalVoiceClient:
         # longer be on its way: sent at most DIAL_LATE_SECONDS after its booked time, then
         # answered (or abandoned) within the connect and read timeouts.
         self._dial_timeout = aiohttp.ClientTimeout(
-            total=(timeout.connect or 0) + (timeout.sock_read or 0)
+            total=(timeout.connect or 0) + (timeout.sock_read or 0),
+            connect=timeout.connect,
+            sock_connect=timeout.sock_connect,
+            sock_read=timeout.sock_read,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -452,6 +455,7 @@ def parse_call(item: dict[str, Any]) -> CallReport:
         recording_url=item.get("url_gravacao")
         if isinstance(item.get("url_gravacao"), str)
         else None,
+        conference_id=parse_id(item.get("conferencia_id")),
     )
 
 
@@ -460,6 +464,7 @@ def parse_conference(data: dict[str, Any], fallback_id: str | None = None) -> Co
     that the docs' examples show, read as a conference of one call."""
     conference_id = parse_id(data.get("id")) or fallback_id or ""
     raw_calls = data.get("chamadas")
+    listed = isinstance(raw_calls, list)
     if isinstance(raw_calls, list):
         calls = tuple(parse_call(c) for c in raw_calls if isinstance(c, dict))
     elif "numero_destino" in data:
@@ -471,4 +476,5 @@ def parse_conference(data: dict[str, Any], fallback_id: str | None = None) -> Co
         created_at=parse_time(data.get("data_criacao")),
         ended_at=parse_time(data.get("data_termino")),
         calls=calls,
+        lists_every_call=listed,
     )

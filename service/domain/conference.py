@@ -71,6 +71,7 @@ class CallReport:
     talk_seconds: int | None = None
     price: Decimal | None = None
     recording_url: str | None = None
+    conference_id: str | None = None
 
     @property
     def is_settled(self) -> bool:
@@ -98,6 +99,9 @@ class ConferenceReport:
     created_at: datetime | None
     ended_at: datetime | None
     calls: tuple[CallReport, ...] = ()
+    # False when the answer cannot list every call: the flat, audio-like shape shows one call
+    # (the latest) and never the end of the room.
+    lists_every_call: bool = True
 
     @property
     def is_open(self) -> bool:

@@ -257,6 +257,7 @@ async def test_a_participant_is_dialed_with_the_documented_body_and_read_until_b
         talk_seconds=75,
         price=Decimal("0.70"),
         recording_url=known["recording_url"],
+        conference_id=conference_id,
     )
     assert str(known["id"]) == call_id and Decimal(known["price"]) == call.price
     assert call.recording_url is not None and call.started_at is not None
