@@ -410,12 +410,17 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         if call.is_settled:
             participant.settled_at = now
         if changed:
+            # The change's number is part of its id: a status that returns (A -> B -> A) is a
+            # new change, while the same change computed again (a redelivery, a retried poll
+            # whose save was fenced) keeps its id.
+            participant.status_changes += 1
             events.append(
                 PendingEvent(
                     event_id=event_id(
                         conference.id,
                         EventType.PARTICIPANT_STATUS_CHANGED,
                         str(participant.position),
+                        str(participant.status_changes),
                         call.status or "",
                     ),
                     type=EventType.PARTICIPANT_STATUS_CHANGED,

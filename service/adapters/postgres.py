@@ -63,13 +63,15 @@ _PARTICIPANT_WRITE = """
     INSERT INTO participant AS p (
         conference_id, position, number, caller_id, record, source, dial_state, dial_started_at,
         provider_call_id, provider_status, started_at, duration_seconds, billed_seconds,
-        talk_seconds, price, recording_url, settled_at, rejection_reason, reconciled_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+        talk_seconds, price, recording_url, settled_at, rejection_reason, reconciled_at,
+        status_changes)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+            $20)
     ON CONFLICT (conference_id, position) DO UPDATE
        SET dial_state = $7, dial_started_at = $8, provider_call_id = $9, provider_status = $10,
            started_at = $11, duration_seconds = $12, billed_seconds = $13, talk_seconds = $14,
            price = $15, recording_url = $16, settled_at = $17, rejection_reason = $18,
-           reconciled_at = $19
+           reconciled_at = $19, status_changes = $20
 """
 
 
@@ -147,6 +149,7 @@ def _participant(row: asyncpg.Record) -> Participant:
         rejection_reason=row["rejection_reason"],
         source=row["source"],
         reconciled_at=row["reconciled_at"],
+        status_changes=row["status_changes"],
     )
 
 
@@ -547,6 +550,7 @@ class PostgresStore:
                         p.settled_at,
                         p.rejection_reason,
                         p.reconciled_at,
+                        p.status_changes,
                     )
                     for p in conference.participants
                 ],

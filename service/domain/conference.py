@@ -128,6 +128,8 @@ class Participant:
     rejection_reason: str | None = None
     source: str = "command"
     reconciled_at: datetime | None = None
+    # How many times the provider's status for this call has changed: it names each change.
+    status_changes: int = 0
 
     @property
     def is_settled(self) -> bool:

@@ -61,6 +61,9 @@ class Call:
     created_by_control: bool = False
     hangup_at: float | None = None
     correction: BillingCorrection = field(default_factory=BillingCorrection)
+    # A status the provider reports for a call still in progress instead of the true one (the
+    # provider correcting itself when it is cleared): set through the control API.
+    reported_status: str | None = None
     announced: set[CallEventKind] = field(default_factory=set)
 
 
@@ -123,6 +126,7 @@ def progress(call: Call, now: float) -> CallProgress:
             status = ANSWERED
         else:
             status = RINGING if rang else PREPARING
+        status = call.reported_status or status
         return CallProgress(status, False, ringing_at, None, None, None, None, None, None, None)
 
     duration = math.floor(line.ended_after)

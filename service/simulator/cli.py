@@ -97,6 +97,10 @@ Control API (no token; plain JSON):
   GET    /_simulator/scenario                   the scenario in force
   PUT    /_simulator/scenario                   replace it (422 when invalid)
   POST   /_simulator/reset                      forget conferences, ledger, webhooks
+  PUT    /_simulator/calls/{id}/reported-status
+                                                {"status": "preparando"|"chamando"|"atendida"|
+                                                null}: report that status for a call in progress
+                                                (the provider correcting itself once it is null)
   PATCH  /_simulator/calls/{id}                 {"price", "billed_seconds", "duration_seconds",
                                                  "talk_seconds"}: change a finished call's bill
   POST   /_simulator/conferences                {"calls": [{"number", "status", "ring_seconds",

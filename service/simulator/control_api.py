@@ -1,7 +1,7 @@
 """The control API under /_simulator: what happened, the scenario, the provider's own changes."""
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,6 +87,7 @@ def control_routes() -> list[BaseRoute]:
         Route("/scenario", _put_scenario, methods=["PUT"]),
         Route("/reset", _reset, methods=["POST"]),
         Route("/calls/{call_id:int}", _correct_call, methods=["PATCH"]),
+        Route("/calls/{call_id:int}/reported-status", _report_status, methods=["PUT"]),
         Route("/conferences", _add_finished_conference, methods=["POST"]),
         Route("/conferences/{conference_id:int}/calls", _add_finished_call, methods=["POST"]),
     ]
@@ -198,6 +199,28 @@ async def _correct_call(request: Request) -> Response:
         return _json({"error": "the call has not ended yet"}, 409)
     for field in body.model_fields_set:
         setattr(call.correction, field, getattr(body, field))
+    return _json(_call_entry(simulation, call))
+
+
+class ReportedStatusBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["preparando", "chamando", "atendida"] | None
+
+
+async def _report_status(request: Request) -> Response:
+    """Make the provider report another status for a call in progress (null: the true one)."""
+    simulation = _simulation(request)
+    call = simulation.ledger.calls.get(request.path_params["call_id"])
+    if call is None:
+        return _json({"error": "no such call"}, 404)
+    try:
+        body = ReportedStatusBody.model_validate_json(await request.body())
+    except ValidationError as error:
+        return _invalid(error)
+    if progress(call, simulation.clock.now()).final:
+        return _json({"error": "the call has ended"}, 409)
+    call.reported_status = body.status
     return _json(_call_entry(simulation, call))
 
 
