@@ -25,7 +25,11 @@ class AccountPause:
         return max((self.until - now).total_seconds(), 0.0)
 
     def trip(self, now: datetime, reason: str) -> float:
-        """The provider refused for the account's sake: pause; how long for."""
+        """The provider refused for the account's sake: pause; how long for. Refusals of
+        requests that were already on their way when the pause began do not lengthen it: only
+        a refused probe (the first request after a pause) doubles the next one."""
+        if self.until is not None and now < self.until:
+            return self.remaining(now)
         seconds = self._next if self.until is not None else self.first
         self._next = min(seconds * 2, self.cap)
         self.until = now + timedelta(seconds=seconds)

@@ -53,7 +53,8 @@ Scenario file (JSON, every field optional; also PUT /_simulator/scenario at runt
   Endpoint keys (latency_ms, errors): "POST /conferencia", "POST /conferencia/{id}",
   "GET /conferencia/{id}", "DELETE /conferencia/{id}", "GET /conferencia/relatorio",
   "GET /conferencia/chamadas/relatorio", "GET /webhook", "PUT /webhook/{nome}",
-  "DELETE /webhook/{nome}". Fault statuses: 429, 500 (JSON envelope), 502, 503, 504 (HTML).
+  "DELETE /webhook/{nome}". Fault statuses: 402 (no balance), 403 (bad token), 429,
+  500 (JSON envelope), 502, 503, 504 (HTML).
   A dial_timeout places the call but answers only after dial_timeout_seconds (real seconds).
   dial_errors_after_placing places the call, then answers 500, 502, 503 or 504 anyway.
 

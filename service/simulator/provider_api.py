@@ -122,8 +122,12 @@ async def _answer(
 
 
 def _fault(status: int) -> Response:
-    """An injected failure as the provider shows it: its envelope for 429 and 500, a gateway's
-    HTML page for the rest."""
+    """An injected failure as the provider shows it: its envelope for 402, 403, 429 and 500,
+    a gateway's HTML page for the rest."""
+    if status == 402:
+        return enveloped(402, 9, "saldo insuficiente")
+    if status == 403:
+        return enveloped(403, 40, "access token inválido")
     if status == 429:
         return enveloped(429, 0, "limite de requisições por segundo excedido")
     if status == 500:

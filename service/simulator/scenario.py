@@ -13,7 +13,9 @@ FinalStatus = Literal[
     "atendida", "sem resposta", "ocupado", "congestionado", "falha", "cancelada", "não existe"
 ]
 LineType = Literal["fixo", "movel"]
-FaultStatus = Literal["429", "500", "502", "503", "504"]
+# 402 and 403 are the account's refusals (no balance; a wrong or rotated token), as the
+# provider words them; the rest are load and gateway failures.
+FaultStatus = Literal["402", "403", "429", "500", "502", "503", "504"]
 EndpointKey = Literal[
     "POST /conferencia",
     "POST /conferencia/{id}",

@@ -185,3 +185,16 @@ async def test_a_429_after_placing_is_refused_as_a_scenario(
     )
 
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(("status", "motivo"), [(402, 9), (403, 40)])
+async def test_account_refusals_are_injected_in_the_providers_envelope(
+    start_simulator: StartSimulator, status: int, motivo: int
+) -> None:
+    simulator = await start_simulator({"errors": {"POST /conferencia": {str(status): 1.0}}})
+
+    response = await simulator.client.post("/conferencia", json={})
+
+    assert response.status_code == status
+    assert (response.json()["sucesso"], response.json()["motivo"]) == (False, motivo)
+    assert (await simulator.ledger())["conferences"] == []
