@@ -331,14 +331,21 @@ async def _read_conference(
     for one it did not, and every call settles from the provider's own figures."""
     assert conference.provider_conference_id is not None
     report = await deps.provider.get_conference(conference.provider_conference_id, at=slot)
-    missing = [
+    if report.lists_every_call:
+        return report
+    unsettled = [
         p
         for p in conference.participants
-        if p.dial_state in (DialState.DIALING, DialState.DIALED)
-        and not p.is_settled
-        and match_call(p, report.calls) is None
+        if p.dial_state in (DialState.DIALING, DialState.DIALED) and not p.is_settled
     ]
-    if report.lists_every_call or not missing:
+    # Missing from the answer, or about to be billed without the id that names its call.
+    wanting = [
+        p
+        for p in unsettled
+        if (call := match_call(p, report.calls)) is None
+        or (call.is_settled and call.call_id is None and p.provider_call_id is None)
+    ]
+    if not wanting:
         return report
     # The provider's own clock dates the window: ours may differ from it.
     start = (report.created_at or conference.accepted_at) - timedelta(minutes=5)
