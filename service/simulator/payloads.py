@@ -72,16 +72,7 @@ class Rendering:
         return {
             **flat,
             "numero_destino": self.number(call.number),
-            "data_inicio": self._time("call", call.id, progress.ringing_at),
-            "tipo": call.plan.line_type,
-            "status": progress.status,
-            "duracao_segundos": progress.duration_seconds,
-            "duracao": self._duration(call.id, progress.duration_seconds),
-            "duracao_cobrada_segundos": progress.billed_seconds,
-            "duracao_cobrada": self._duration(call.id, progress.billed_seconds),
-            "duracao_falada_segundos": progress.talk_seconds,
-            "duracao_falada": self._duration(call.id, progress.talk_seconds),
-            "preco": self._price(call.id, progress),
+            **self._leg(call, progress),
             "url_conferencia": None,
             "resposta_usuario": False,
             "resposta": None,
@@ -116,14 +107,11 @@ class Rendering:
             "tipo": call.plan.line_type,
         }
 
-    def call_end(self, call: Call, progress: CallProgress) -> dict[str, Any]:
-        """The `chamada_fim` webhook; `conferencia_id` is our addition, to correlate it, and the
-        dialect may leave it out."""
-        caller_leg: dict[str, Any] = dict.fromkeys(_LEG_FIELDS)
-        caller_leg["numero"] = self.number(call.caller_id)
-        callee_leg: dict[str, Any] = {
+    def _leg(self, call: Call, progress: CallProgress) -> dict[str, Any]:
+        """A call as the audio-like records show it (the flat GET, the `chamada_fim` legs):
+        durations both in seconds and as `HH:MM:SS`."""
+        return {
             "data_inicio": self._time("call", call.id, progress.ringing_at),
-            "numero": self.number(call.number),
             "tipo": call.plan.line_type,
             "status": progress.status,
             "duracao_segundos": progress.duration_seconds,
@@ -133,6 +121,16 @@ class Rendering:
             "duracao_falada_segundos": progress.talk_seconds,
             "duracao_falada": self._duration(call.id, progress.talk_seconds),
             "preco": self._price(call.id, progress),
+        }
+
+    def call_end(self, call: Call, progress: CallProgress) -> dict[str, Any]:
+        """The `chamada_fim` webhook; `conferencia_id` is our addition, to correlate it, and the
+        dialect may leave it out."""
+        caller_leg: dict[str, Any] = dict.fromkeys(_LEG_FIELDS)
+        caller_leg["numero"] = self.number(call.caller_id)
+        callee_leg: dict[str, Any] = {
+            "numero": self.number(call.number),
+            **self._leg(call, progress),
             "motivo_desconexao": progress.hangup_cause,
         }
         payload: dict[str, Any] = {
