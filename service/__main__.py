@@ -200,7 +200,9 @@ async def _run_worker(roles: set[str]) -> int:
         if parts.consumer is not None:
             tasks.append(parts.consumer.run(stop))
         if "dial" in roles:
-            tasks.append(run_schedule("dialer", parts.deps, DIALER, parts.batch, stop))
+            tasks.append(
+                run_schedule("dialer", parts.deps, DIALER, parts.batch, stop, parts.dial_wakeup)
+            )
         if "poll" in roles:
             tasks.append(run_schedule("poller", parts.deps, POLLER, parts.batch, stop))
         if parts.events is not None:

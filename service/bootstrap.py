@@ -114,6 +114,7 @@ def _provider_client(settings: ProviderSettings) -> TotalVoiceClient:
         settings.totalvoice_max_rps,
         settings.totalvoice_connect_timeout_seconds,
         settings.totalvoice_read_timeout_seconds,
+        by_urgency=settings.totalvoice_budget_order == "urgency",
     )
 
 
@@ -143,6 +144,8 @@ class WorkerParts:
     metrics_port: int
     retention: Retention
     share_budget: Callable[[int], None] | None
+    # Set by the consumer when it accepts a command; the dialer claims at once.
+    dial_wakeup: asyncio.Event
 
 
 @asynccontextmanager
@@ -160,6 +163,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
             await _patiently("kafka", producer.start)
             stack.push_async_callback(producer.stop)
         consumer = None
+        dial_wakeup = asyncio.Event()
         if "dial" in roles:
             assert producer is not None
             kafka_consumer = await _patiently(
@@ -171,6 +175,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 KafkaDeadLetters(producer, kafka.kafka_dlq_topic),
                 store,
                 utc_now,
+                on_accepted=dial_wakeup.set,
             )
         deps = WorkerDeps(
             store=store,
@@ -210,4 +215,5 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 batch=worker.prune_batch_rows,
             ),
             provider.budget.share if roles & {"dial", "poll"} else None,
+            dial_wakeup,
         )

@@ -49,6 +49,7 @@ from service.ports import (
     ProviderRejected,
     ProviderUnavailable,
     ReconcileLedger,
+    Urgency,
 )
 
 log = get_logger(__name__)
@@ -126,7 +127,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         return
     not_after = _booking_deadline(deps)
     if conference.provider_conference_id is None:
-        slot = _book_one(deps, not_after)
+        slot = _book_one(deps, not_after, Urgency.CREATE)
         if slot is None:
             await store.save(conference, [], deps.budget.seconds_until_free())
             return
@@ -293,7 +294,7 @@ async def _resolve_unknown_dials(
         await deps.store.save(conference, [], max((max(waiting) - now).total_seconds(), 0.5))
         return False
     assert conference.provider_conference_id is not None
-    slot = _book_one(deps, not_after)
+    slot = _book_one(deps, not_after, Urgency.POLL)
     if slot is None:
         await deps.store.save(conference, [], deps.budget.seconds_until_free())
         return False
@@ -364,9 +365,28 @@ def _booking_deadline(deps: WorkerDeps) -> datetime:
     return deps.clock() + timedelta(seconds=deps.timing.lease / 2)
 
 
-def _book_one(deps: WorkerDeps, not_after: datetime) -> datetime | None:
-    slots = deps.budget.book(1, not_after)
+def _book_one(deps: WorkerDeps, not_after: datetime, urgency: Urgency) -> datetime | None:
+    slots = deps.budget.book(1, not_after, urgency)
     return slots[0] if slots else None
+
+
+def _poll_urgency(deps: WorkerDeps, conference: Conference) -> Urgency:
+    """A poll yields to dials and creates, until it has waited its backoff cap: then it goes
+    ahead, so that a busy budget never starves a conference of its polls."""
+    if conference.due_at is None:
+        return Urgency.POLL
+    waited = (deps.clock() - conference.due_at).total_seconds()
+    return Urgency.DIAL if waited >= deps.timing.poll_max else Urgency.POLL
+
+
+async def _end_at_provider(deps: WorkerDeps, conference: Conference) -> None:
+    assert conference.provider_conference_id is not None
+    # An end books ahead of polls when the near future has room; else it takes its turn.
+    slot = _book_one(deps, _booking_deadline(deps), Urgency.END)
+    try:
+        await deps.provider.end_conference(conference.provider_conference_id, at=slot)
+    except ProviderError as error:
+        log.warning("provider_end_failed", conference_id=str(conference.id), error=str(error))
 
 
 async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
@@ -378,7 +398,7 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         # before that point (a bug, an answer that cannot be read): stop trying.
         await _finish(deps, conference, ConferenceStatus.UNRESOLVED, "not settled by the deadline")
         return
-    slot = _book_one(deps, _booking_deadline(deps))
+    slot = _book_one(deps, _booking_deadline(deps), _poll_urgency(deps, conference))
     if slot is None:
         await deps.store.save(conference, [], deps.budget.seconds_until_free())
         return
@@ -438,12 +458,7 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
 
     if conference.all_settled:
         if report.is_open:
-            try:
-                await deps.provider.end_conference(conference.provider_conference_id)
-            except ProviderError as error:
-                log.warning(
-                    "provider_end_failed", conference_id=str(conference.id), error=str(error)
-                )
+            await _end_at_provider(deps, conference)
         conference.provider_ended_at = report.ended_at or now
         await _finish(deps, conference, outcome_when_settled(conference), None, events)
         return
@@ -455,10 +470,7 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
     canceled = conference.cancel_requested_at is not None
     if report.is_open and (canceled or _past_max_duration(deps, conference)):
         log.info("conference_ending", conference_id=str(conference.id), canceled=canceled)
-        try:
-            await deps.provider.end_conference(conference.provider_conference_id)
-        except ProviderError as error:
-            log.warning("provider_end_failed", conference_id=str(conference.id), error=str(error))
+        await _end_at_provider(deps, conference)
     await deps.store.save(conference, events, _next_poll(deps, conference))
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import IntEnum
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
@@ -85,17 +86,32 @@ class DialOutcomeUnknown(ProviderError):
     may be ringing. Resolved later from the provider's call list, never by dialing again."""
 
 
+class Urgency(IntEnum):
+    """What a provider request is for, most urgent first. The budget keeps its near future for
+    what a person is waiting on: a dial into a room already made goes first, then creates,
+    ends, and last the polls (a poll that has waited its backoff cap counts as `DIAL`)."""
+
+    DIAL = 0
+    CREATE = 1
+    END = 2
+    POLL = 3
+
+
 class ProviderBudget(Protocol):
     """This process's share of the provider's requests-per-second budget. Requests are booked
     before they are made, so a step knows when each of its requests will go."""
 
-    def book(self, requests: int, not_after: datetime | None = None) -> list[datetime]:
-        """Send times for up to `requests` requests, none later than `not_after`; fewer (even
-        none) when the share cannot serve them all by then. A booked time is kept: the request
-        may go at it without waiting again."""
+    def book(
+        self, requests: int, not_after: datetime | None = None, urgency: Urgency = Urgency.DIAL
+    ) -> list[datetime]:
+        """Send times for up to `requests` requests, none later than `not_after` nor past
+        what the budget leaves to requests of this `urgency`; fewer (even none) when it cannot
+        serve them all by then. A booked time is kept: the request may go at it without
+        waiting again."""
 
-    def spare(self, within: float) -> int:
-        """How many more requests could be booked to go within `within` seconds from now."""
+    def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
+        """How many more requests of this urgency could be booked to go within `within`
+        seconds from now."""
 
     def seconds_until_free(self) -> float:
         """How long until the next request could go."""
@@ -220,10 +236,15 @@ class ConferenceStore(Protocol):
         `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
 
     async def claim_due(
-        self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
+        self,
+        statuses: Sequence[ConferenceStatus],
+        limit: int,
+        lease_seconds: float,
+        overdue_by: float = 0.0,
     ) -> list[Conference]:
-        """Take conferences whose next action is due, leasing them so no other worker takes them
-        until the lease ends or they are saved."""
+        """Take conferences whose next action is due (for at least `overdue_by` seconds),
+        oldest first, leasing them so no other worker takes them until the lease ends or they
+        are saved."""
 
     async def save(
         self,

@@ -84,6 +84,9 @@ class ProviderSettings(_Group):
     totalvoice_base_url: str = "https://api.totalvoice.com.br"
     totalvoice_access_token: SecretStr
     totalvoice_max_rps: float = Field(default=20.0, gt=0)
+    # `urgency`: dials first, then creates, ends, polls; `fifo`: one first-come queue (the
+    # baseline the benchmark compares against).
+    totalvoice_budget_order: Literal["urgency", "fifo"] = "urgency"
     totalvoice_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     totalvoice_read_timeout_seconds: float = Field(default=10.0, gt=0)
 

@@ -28,6 +28,7 @@ from service.ports import (
     IngressRecord,
     OutboxMessage,
     ProviderNotFound,
+    Urgency,
 )
 
 
@@ -153,17 +154,26 @@ class FakeConferenceStore:
         return True
 
     async def claim_due(
-        self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
+        self,
+        statuses: Sequence[ConferenceStatus],
+        limit: int,
+        lease_seconds: float,
+        overdue_by: float = 0.0,
     ) -> list[Conference]:
-        due = [
-            row
-            for row in self.rows.values()
-            if row.next_action_at is not None
-            and row.next_action_at <= self.clock()
-            and row.conference.status in statuses
-        ][:limit]
+        due_by = self.clock() - timedelta(seconds=overdue_by)
+        due = sorted(
+            (
+                row
+                for row in self.rows.values()
+                if row.next_action_at is not None
+                and row.next_action_at <= due_by
+                and row.conference.status in statuses
+            ),
+            key=lambda row: row.next_action_at or due_by,
+        )[:limit]
         for row in due:
             row.conference.claim_token = uuid4()
+            row.conference.due_at = row.next_action_at
             row.next_action_at = self.clock() + timedelta(seconds=lease_seconds)
         # Handlers get their own copy, as they would from a database.
         return [copy.deepcopy(row.conference) for row in due]
@@ -364,8 +374,12 @@ class FakeBudget:
         self.rate = rate
         self._next_free = clock()
         self.booked: list[datetime] = []
+        self.urgencies: list[Urgency] = []
 
-    def book(self, requests: int, not_after: datetime | None = None) -> list[datetime]:
+    def book(
+        self, requests: int, not_after: datetime | None = None, urgency: Urgency = Urgency.DIAL
+    ) -> list[datetime]:
+        self.urgencies.append(urgency)
         slots: list[datetime] = []
         for _ in range(requests):
             slot = max(self.clock(), self._next_free)
@@ -376,7 +390,7 @@ class FakeBudget:
         self.booked.extend(slots)
         return slots
 
-    def spare(self, within: float) -> int:
+    def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
         start = max(self.clock(), self._next_free)
         room = (self.clock() + timedelta(seconds=within) - start).total_seconds()
         return 0 if room < 0 else int(room * self.rate) + 1

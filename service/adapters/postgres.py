@@ -126,6 +126,7 @@ def _conference(row: asyncpg.Record, participants: list[Participant]) -> Confere
         finalized_at=row["finalized_at"],
         failure_reason=row["failure_reason"],
         participants=participants,
+        due_at=row.get("due_at"),
     )
 
 
@@ -442,14 +443,19 @@ class PostgresStore:
         return True
 
     async def claim_due(
-        self, statuses: Sequence[ConferenceStatus], limit: int, lease_seconds: float
+        self,
+        statuses: Sequence[ConferenceStatus],
+        limit: int,
+        lease_seconds: float,
+        overdue_by: float = 0.0,
     ) -> list[Conference]:
         async with self._acquire() as connection, connection.transaction():
             rows = await connection.fetch(
                 f"""
                 WITH due AS (
-                    SELECT id FROM conference
-                     WHERE next_action_at <= now() AND status = ANY($1::text[])
+                    SELECT id, next_action_at AS due_at FROM conference
+                     WHERE next_action_at <= now() - make_interval(secs => $4)
+                       AND status = ANY($1::text[])
                      ORDER BY next_action_at
                      LIMIT $2
                      FOR UPDATE SKIP LOCKED
@@ -460,11 +466,12 @@ class PostgresStore:
                        next_action_at = now() + make_interval(secs => $3)
                   FROM due
                  WHERE c.id = due.id
-                RETURNING {_CONFERENCE_COLUMNS}
+                RETURNING {_CONFERENCE_COLUMNS}, due.due_at
                 """,  # noqa: S608 (a constant column list, no input)
                 [s.value for s in statuses],
                 limit,
                 lease_seconds,
+                overdue_by,
             )
             if not rows:
                 return []

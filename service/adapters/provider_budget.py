@@ -15,11 +15,18 @@ from datetime import UTC, datetime, timedelta
 
 from service import metrics
 from service.logging import get_logger
+from service.ports import Urgency
 
 log = get_logger(__name__)
 
 # A refused booking is logged at most this often: under a burst, every step would say it.
 _EXHAUSTED_LOG_EVERY_SECONDS = 30.0
+
+# How far ahead a request below `DIAL` may book: so many intervals of the share, and never less
+# than a floor (at a large budget an interval is a fraction of a millisecond). Dials book as far
+# as their step allows, so at most this much lower-urgency work is ever queued ahead of a dial,
+# and a burst's creates do not fill the future that the rooms' dials need.
+_HORIZON = {Urgency.CREATE: (4, 0.5), Urgency.END: (3, 0.4), Urgency.POLL: (2, 0.25)}
 
 
 class PacedBudget:
@@ -27,9 +34,12 @@ class PacedBudget:
     included: a slot is a moment, not a token, so a share of 0.3/s simply spaces requests
     3.3 s apart. No burst is kept for later: a strict provider counts every second."""
 
-    def __init__(self, requests_per_second: float) -> None:
+    def __init__(self, requests_per_second: float, by_urgency: bool = True) -> None:
         if requests_per_second <= 0:
             raise ValueError("the budget must be above zero")
+        # False: one first-come queue, every request booked as far ahead as it likes (the
+        # baseline `make bench` measures the urgency order against).
+        self.by_urgency = by_urgency
         self.total = requests_per_second
         self.rate = requests_per_second
         self._holders = 0  # not yet told: the first share() is logged
@@ -46,11 +56,17 @@ class PacedBudget:
             metrics.PROVIDER_BUDGET_SHARE.set(self.rate)
             log.info("provider_budget_shared", workers=holders, share=round(self.rate, 3))
 
-    def book(self, requests: int, not_after: datetime | None = None) -> list[datetime]:
-        """Send times for up to `requests` requests, none later than `not_after`, kept for the
-        caller: fewer (even none) when the budget cannot serve them all by then."""
+    def book(
+        self, requests: int, not_after: datetime | None = None, urgency: Urgency = Urgency.DIAL
+    ) -> list[datetime]:
+        """Send times for up to `requests` requests, none later than `not_after` nor past the
+        horizon of their urgency, kept for the caller: fewer (even none) when the budget cannot
+        serve them all by then."""
         now = time.monotonic()
         limit = None if not_after is None else now + _seconds_until(not_after)
+        horizon = self._horizon(urgency)
+        if horizon is not None:
+            limit = now + horizon if limit is None else min(limit, now + horizon)
         slots: list[float] = []
         for _ in range(requests):
             slot = max(now, self._next_free)
@@ -73,13 +89,23 @@ class PacedBudget:
         wall = datetime.now(UTC)
         return [wall + timedelta(seconds=slot - now) for slot in slots]
 
-    def spare(self, within: float) -> int:
-        """How many more requests could be booked to go within `within` seconds from now."""
+    def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
+        """How many more requests of this urgency could be booked to go within `within`
+        seconds from now."""
+        horizon = self._horizon(urgency)
+        if horizon is not None:
+            within = min(within, horizon)
         now = time.monotonic()
         start = max(now, self._next_free)
         if start > now + within:
             return 0
         return int((now + within - start) * self.rate) + 1
+
+    def _horizon(self, urgency: Urgency) -> float | None:
+        if not self.by_urgency or urgency is Urgency.DIAL:
+            return None
+        intervals, floor_seconds = _HORIZON[urgency]
+        return max(intervals / self.rate, floor_seconds)
 
     def seconds_until_free(self) -> float:
         """How long until the next request could go."""

@@ -115,6 +115,7 @@ class TotalVoiceClient:
         max_rps: float,
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
+        by_urgency: bool = True,
     ) -> TotalVoiceClient:
         """`access_token=None` sends no Access-Token at all (only tests want that)."""
         headers = {
@@ -132,7 +133,7 @@ class TotalVoiceClient:
             sock_connect=connect_timeout,
             sock_read=read_timeout,
         )
-        return cls(base_url, headers, timeout, PacedBudget(max_rps))
+        return cls(base_url, headers, timeout, PacedBudget(max_rps, by_urgency))
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp requires.

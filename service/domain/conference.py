@@ -155,6 +155,8 @@ class Conference:
     finalized_at: datetime | None = None
     failure_reason: str | None = None
     participants: list[Participant] = field(default_factory=list)
+    # When its step came due (known once claimed): how long a poll has waited for its turn.
+    due_at: datetime | None = None
 
     @property
     def all_settled(self) -> bool:

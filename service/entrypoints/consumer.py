@@ -55,11 +55,14 @@ class CommandConsumer:
         dead_letters: DeadLetters,
         store: ConferenceStore,
         clock: Callable[[], datetime],
+        on_accepted: Callable[[], None] = lambda: None,
     ) -> None:
         self._consumer = consumer
         self._dead_letters = dead_letters
         self._store = store
         self._clock = clock
+        # Tells the dialer a conference is waiting: it claims at once instead of at its next look.
+        self._on_accepted = on_accepted
         self._next_offsets: dict[TopicPartition, int] = {}
         self._accepting = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
 
@@ -116,6 +119,8 @@ class CommandConsumer:
             await self._dead_letter(record, "refused-by-store", str(refused))
             return
         failpoints.reached("after_accept")
+        if accepted:
+            self._on_accepted()
         metrics.COMMANDS_CONSUMED.labels(outcome="accepted" if accepted else "duplicate").inc()
         log.info(
             "command_consumed",

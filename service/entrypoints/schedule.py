@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from service.domain.conference import Conference, ConferenceStatus
 from service.handlers import WorkerDeps, advance_dialing, poll_conference
 from service.logging import get_logger
+from service.ports import Urgency
 
 log = get_logger(__name__)
 
@@ -30,17 +31,36 @@ class Loop:
     step: Step
     requests_per_step: int
     waits_for_account: bool
+    # The urgency of a step's first request: the loop claims what the budget leaves to it.
+    urgency: Urgency
+    # Claimed even when the budget leaves nothing to `urgency`: steps due this long ago (the
+    # poll backoff cap), whose requests then go ahead (see handlers._poll_urgency).
+    overdue_after: Callable[[WorkerDeps], float | None] = lambda deps: None
 
 
-DIALER = Loop((ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING), advance_dialing, 3, True)
-POLLER = Loop((ConferenceStatus.IN_PROGRESS,), poll_conference, 1, False)
+DIALER = Loop(
+    (ConferenceStatus.ACCEPTED, ConferenceStatus.DIALING), advance_dialing, 3, True, Urgency.CREATE
+)
+POLLER = Loop(
+    (ConferenceStatus.IN_PROGRESS,),
+    poll_conference,
+    1,
+    False,
+    Urgency.POLL,
+    overdue_after=lambda deps: deps.timing.poll_max,
+)
 
 _IDLE_SECONDS = 0.2  # nothing was due: look again after this
 _TOPUP_SECONDS = 0.02  # fewer were due than there was room for: top up after this
 
 
 async def run_schedule(
-    name: str, deps: WorkerDeps, loop: Loop, batch: int, stop: asyncio.Event
+    name: str,
+    deps: WorkerDeps,
+    loop: Loop,
+    batch: int,
+    stop: asyncio.Event,
+    wakeup: asyncio.Event | None = None,
 ) -> None:
     """Keep up to `batch` conferences in hand, claiming more once a quarter of them is done,
     so that one slow step never holds back the others claimed with it, and a busy loop still
@@ -59,7 +79,12 @@ async def run_schedule(
                 # The provider refuses our account: conferences wait in the schedule.
                 running = await _until_one_finishes(running, stop, min(paused, 1.0))
                 continue
-            spare = deps.budget.spare(deps.timing.lease / 2)
+            window = deps.timing.lease / 2
+            spare = deps.budget.spare(window, loop.urgency)
+            overdue_by = 0.0
+            if spare == 0 and (overdue := loop.overdue_after(deps)) is not None:
+                # The budget is busy with more urgent work: only what waited past its cap.
+                spare, overdue_by = deps.budget.spare(window), overdue
             if spare == 0:
                 running = await _until_one_finishes(
                     running, stop, max(deps.budget.seconds_until_free(), _TOPUP_SECONDS)
@@ -67,7 +92,7 @@ async def run_schedule(
                 continue
             room = min(room, max(1, spare // loop.requests_per_step))
             try:
-                due = await deps.store.claim_due(loop.statuses, room, deps.timing.lease)
+                due = await deps.store.claim_due(loop.statuses, room, deps.timing.lease, overdue_by)
             except Exception as error:
                 log.warning("schedule_claim_failed", loop=name, error=repr(error)[:300])
                 await pause(stop, 1.0)
@@ -80,7 +105,7 @@ async def run_schedule(
                 wait = _TOPUP_SECONDS
             else:
                 wait = _IDLE_SECONDS
-            running = await _until_one_finishes(running, stop, wait)
+            running = await _until_one_finishes(running, stop, wait, wakeup)
     finally:
         # Claimed work is finished even when a stop arrives meanwhile: it is short, and an
         # abandoned lease would only delay these conferences until it expires.
@@ -89,14 +114,22 @@ async def run_schedule(
 
 
 async def _until_one_finishes(
-    running: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float | None
+    running: set[asyncio.Task[None]],
+    stop: asyncio.Event,
+    timeout: float | None,
+    wakeup: asyncio.Event | None = None,
 ) -> set[asyncio.Task[None]]:
-    """Wait until a step finishes, the stop is asked, or `timeout` passes; the unfinished."""
-    stopping = asyncio.ensure_future(stop.wait())
+    """Wait until a step finishes, the stop is asked, new work is announced, or `timeout`
+    passes; the unfinished."""
+    signals = [stop] if wakeup is None else [stop, wakeup]
+    waits = {asyncio.ensure_future(signal.wait()) for signal in signals}
     try:
-        await asyncio.wait({*running, stopping}, timeout=timeout, return_when=FIRST_COMPLETED)
+        await asyncio.wait({*running, *waits}, timeout=timeout, return_when=FIRST_COMPLETED)
     finally:
-        stopping.cancel()
+        for wait in waits:
+            wait.cancel()
+    if wakeup is not None:
+        wakeup.clear()
     return {task for task in running if not task.done()}
 
 

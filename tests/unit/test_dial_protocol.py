@@ -19,6 +19,7 @@ from service.ports import (
     ProviderNotPermitted,
     ProviderRejected,
     ProviderUnavailable,
+    Urgency,
 )
 from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 
@@ -436,3 +437,24 @@ async def test_a_dial_refused_for_the_accounts_sake_waits_instead_of_being_rejec
     await step(deps, store)
     assert store.conference(cmd.conference_id).participants[0].dial_state is DialState.DIALED
     assert len(provider.dials) == 1
+
+
+async def test_a_poll_yields_to_dials_until_it_has_waited_its_cap(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)  # created and dialed
+    budget = deps.budget
+    assert isinstance(budget, FakeBudget)
+    assert budget.urgencies == [Urgency.CREATE, Urgency.DIAL]
+
+    clock.advance(TIMING.poll_first * 1.3)
+    await step(deps, store)  # due just now: a poll like any other
+    assert budget.urgencies[-1] is Urgency.POLL
+
+    row = store.rows[cmd.conference_id]
+    assert row.next_action_at is not None
+    clock.advance((row.next_action_at - clock()).total_seconds() + TIMING.poll_max)
+    await step(deps, store)  # it waited its cap for its turn: it goes ahead
+    assert budget.urgencies[-1] is Urgency.DIAL

@@ -10,6 +10,7 @@ import pytest
 
 from service.adapters.provider_budget import PacedBudget
 from service.domain.numbers import from_provider
+from service.ports import Urgency
 
 
 def gaps(slots: list[datetime]) -> list[float]:
@@ -79,3 +80,32 @@ def test_a_national_number_with_ddd_55_is_not_taken_for_a_country_code() -> None
 @pytest.mark.parametrize("echoed", ["+14155550100", "1234", "ramal 12", ""])
 def test_what_is_not_a_brazilian_number_is_not_made_one(echoed: str) -> None:
     assert from_provider(echoed) is None
+
+
+def test_lower_urgencies_take_only_the_near_future_and_dials_go_first() -> None:
+    """At 20/s, polls may book at most 0.25 s ahead and creates 0.5 s: a burst of them
+    leaves the budget's future to the dials of the rooms already made."""
+    budget = PacedBudget(20)
+    polls = budget.book(50, urgency=Urgency.POLL)
+    creates = budget.book(50, urgency=Urgency.CREATE)
+    dials = budget.book(3, urgency=Urgency.DIAL)
+    start = datetime.now(UTC)
+    assert 5 <= len(polls) <= 6  # now, +50 ms, ... up to +250 ms
+    assert all(slot - start <= timedelta(seconds=0.25) for slot in polls)
+    assert 4 <= len(creates) <= 6  # what is left up to +0.5 s
+    assert all(slot - start <= timedelta(seconds=0.5) for slot in creates)
+    assert len(dials) == 3
+    assert (dials[0] - creates[-1]).total_seconds() == pytest.approx(0.05, abs=0.01)
+    assert budget.spare(5, Urgency.POLL) == 0 and budget.spare(5, Urgency.DIAL) > 0
+
+
+def test_a_fractional_share_keeps_a_horizon_of_whole_intervals() -> None:
+    budget = PacedBudget(0.5)  # one request every 2 s
+    assert len(budget.book(10, urgency=Urgency.POLL)) == 3  # 0, 2, 4 s: two intervals ahead
+    assert len(budget.book(10, urgency=Urgency.CREATE)) == 2  # 6, 8 s: four intervals ahead
+    assert len(budget.book(10, urgency=Urgency.DIAL)) == 10
+
+
+def test_in_first_come_order_every_request_books_as_far_as_it_likes() -> None:
+    budget = PacedBudget(20, by_urgency=False)
+    assert len(budget.book(50, urgency=Urgency.POLL)) == 50

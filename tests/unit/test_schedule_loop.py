@@ -11,6 +11,7 @@ import pytest
 from service.domain.conference import Conference
 from service.entrypoints.schedule import Loop, run_schedule
 from service.handlers import WorkerDeps, accept_command
+from service.ports import Urgency
 from tests.fakes import FakeBudget, FakeClock, FakeConferenceStore, FakeProvider
 from tests.unit.test_dial_protocol import DIALING_STATUSES, TIMING, command
 from tests.waiting import eventually
@@ -61,7 +62,7 @@ async def test_a_slow_step_holds_back_nothing_and_is_finished_on_stop(
     stop = asyncio.Event()
 
     loop = asyncio.create_task(
-        run_schedule("test", deps, Loop(DIALING_STATUSES, step, 1, True), 4, stop)
+        run_schedule("test", deps, Loop(DIALING_STATUSES, step, 1, True, Urgency.CREATE), 4, stop)
     )
 
     # The slow conference was claimed in the first batch of 4; the 11 others still get done.
