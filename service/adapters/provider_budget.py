@@ -26,7 +26,7 @@ _EXHAUSTED_LOG_EVERY_SECONDS = 30.0
 # than a floor (at a large budget an interval is a fraction of a millisecond). Dials book as far
 # as their step allows, so at most this much lower-urgency work is ever queued ahead of a dial,
 # and a burst's creates do not fill the future that the rooms' dials need.
-_HORIZON = {Urgency.CREATE: (4, 0.5), Urgency.END: (3, 0.4), Urgency.POLL: (2, 0.25)}
+_HORIZON = {Urgency.CREATE: (3, 0.15), Urgency.END: (2, 0.1), Urgency.POLL: (2, 0.1)}
 
 
 class PacedBudget:
