@@ -228,6 +228,8 @@ async def _run_worker(roles: set[str]) -> int:
 
 
 async def _reconcile(args: argparse.Namespace) -> int:
+    import orjson
+
     from service.adapters.totalvoice import BRASILIA
     from service.bootstrap import reconcile_deps
     from service.handlers import reconcile_period
@@ -264,6 +266,8 @@ async def _reconcile(args: argparse.Namespace) -> int:
         f"{result.provider_conferences} provider conferences, "
         f"{len(result.discrepancies)} discrepancies {result.summary()['findings']}"
     )
+    print(result.report())
+    print(orjson.dumps(result.summary(), option=orjson.OPT_SORT_KEYS).decode())
     return 1 if result.discrepancies else 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,16 @@ from service.domain.events import (
     event_id,
     money,
     participant_snapshot,
+)
+from service.domain.ledger import (
+    ADJUSTABLE_FIELDS,
+    AdjustableField,
+    Adjustment,
+    as_text,
+    current,
+    current_conference,
+    field_value,
+    storable_price,
 )
 from service.logging import get_logger
 from service.ports import (
@@ -538,25 +547,81 @@ class ReconcileDeps:
     clock: Callable[[], datetime]
 
 
+@dataclass(frozen=True)
+class ReconcileRun:
+    run_id: int
+    # The report the run compared with, named on each adjustment it appends.
+    source: str
+
+
 @dataclass
 class ReconcileResult:
     run_id: int
+    source: str = ""
     provider_conferences: int = 0
     findings: list[Finding] = field(default_factory=list)
+    compared: int = 0
+    exact: int = 0
+    adjusted: Counter[str] = field(default_factory=Counter)
+    calls_added: int = 0
+    missing_at_provider: int = 0
+    events: int = 0
+    total_before: Decimal = Decimal(0)
+    total_after: Decimal = Decimal(0)
 
     @property
     def discrepancies(self) -> list[Finding]:
         return [f for f in self.findings if f.kind in DISCREPANCY_KINDS]
+
+    @property
+    def foreign(self) -> int:
+        return sum(f.kind == "unknown_conference" for f in self.findings)
 
     def summary(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
         for finding in self.findings:
             kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
         return {
+            "source": self.source,
             "provider_conferences": self.provider_conferences,
             "discrepancies": len(self.discrepancies),
             "findings": kinds,
+            "conferences_compared": self.compared,
+            "conferences_exact": self.exact,
+            "adjustments": {name: self.adjusted[name] for name in ADJUSTABLE_FIELDS},
+            "missing_in_ledger": self.calls_added,
+            "missing_at_provider": self.missing_at_provider,
+            "foreign_conferences": self.foreign,
+            "unstorable_prices": kinds.get("unstorable_price", 0),
+            "events": self.events,
+            "totals": {
+                "before": money(self.total_before),
+                "after": money(self.total_after),
+                "currency": "BRL",
+            },
         }
+
+    def report(self) -> str:
+        """The summary as a table a person reads."""
+        rows = [
+            ("provider conferences in the report", str(self.provider_conferences)),
+            ("conferences compared", str(self.compared)),
+            ("conferences exact", str(self.exact)),
+            *((f"adjusted {name}", str(self.adjusted[name])) for name in ADJUSTABLE_FIELDS),
+            ("calls missing in the ledger (added)", str(self.calls_added)),
+            ("calls missing at the provider", str(self.missing_at_provider)),
+            ("foreign conferences", str(self.foreign)),
+            ("prices refused (not storable exactly)", str(self.summary()["unstorable_prices"])),
+            ("events published", str(self.events)),
+            ("total BRL before", money(self.total_before) or ""),
+            ("total BRL after", money(self.total_after) or ""),
+            ("discrepancies", str(len(self.discrepancies))),
+        ]
+        width = max(len(label) for label, _ in rows)
+        figures = max(len(value) for _, value in rows)
+        lines = [f"reconcile run {self.run_id}: {self.source}"]
+        lines += [f"  {label:<{width}}  {value:>{figures}}" for label, value in rows]
+        return "\n".join(lines)
 
 
 # Findings that mean the ledger was wrong or incomplete; the rest are informational.
@@ -566,8 +631,10 @@ DISCREPANCY_KINDS = frozenset(
         "price_mismatch",
         "duration_mismatch",
         "missing_call",
+        "missing_at_provider",
         "settled_late",
         "unknown_conference",
+        "unstorable_price",
         "busy",
     }
 )
@@ -575,9 +642,14 @@ DISCREPANCY_KINDS = frozenset(
 
 async def reconcile_period(deps: ReconcileDeps, start: datetime, end: datetime) -> ReconcileResult:
     """Compare the provider's report for a period with the ledger and make the ledger right:
-    settle what we left unsettled, correct prices and durations, add billed calls we missed
-    (each change published as `conference.reconciled`), and report conferences we never made."""
-    result = ReconcileResult(run_id=await deps.ledger.start_reconcile_run(start, end))
+    settle what we left unsettled, append an adjustment for each price or duration that
+    differs, add billed calls we missed (each change published as `conference.reconciled`),
+    and report conferences we never made. Nothing already in the ledger is overwritten."""
+    run = ReconcileRun(
+        await deps.ledger.start_reconcile_run(start, end),
+        f"totalvoice conference report {start.isoformat()}/{end.isoformat()}",
+    )
+    result = ReconcileResult(run_id=run.run_id, source=run.source)
     try:
         reports = await deps.provider.conference_report(start, end)
     except ProviderError as error:
@@ -587,10 +659,20 @@ async def reconcile_period(deps: ReconcileDeps, start: datetime, end: datetime) 
         raise
     result.provider_conferences = len(reports)
     for report in reports:
-        result.findings.extend(await _reconcile_conference(deps, result.run_id, report))
-    outcome = "discrepancies" if result.discrepancies else "clean"
+        outcome = await _reconcile_conference(deps, run, report)
+        result.findings.extend(outcome.findings)
+        if outcome.compared:
+            result.compared += 1
+            result.exact += not outcome.findings
+            result.adjusted.update(a.field for a in outcome.adjustments)
+            result.calls_added += outcome.calls_added
+            result.missing_at_provider += outcome.missing_at_provider
+            result.events += outcome.events
+            result.total_before += outcome.total_before
+            result.total_after += outcome.total_after
+    outcome_name = "discrepancies" if result.discrepancies else "clean"
     await deps.ledger.finish_reconcile_run(
-        result.run_id, outcome, result.summary(), result.findings
+        result.run_id, outcome_name, result.summary(), result.findings, result.report()
     )
     return result
 
@@ -601,9 +683,23 @@ RECONCILE_LEASE_SECONDS = 30.0
 RECONCILE_ATTEMPTS = 3
 
 
+@dataclass
+class ConferenceReconciled:
+    """What reconciling one provider conference found and wrote."""
+
+    findings: list[Finding] = field(default_factory=list)
+    compared: bool = False
+    adjustments: list[Adjustment] = field(default_factory=list)
+    calls_added: int = 0
+    missing_at_provider: int = 0
+    events: int = 0
+    total_before: Decimal = Decimal(0)
+    total_after: Decimal = Decimal(0)
+
+
 async def _reconcile_conference(
-    deps: ReconcileDeps, run_id: int, report: ConferenceReport
-) -> list[Finding]:
+    deps: ReconcileDeps, run: ReconcileRun, report: ConferenceReport
+) -> ConferenceReconciled:
     provider_id = report.provider_conference_id
     conference_id = None
     for _ in range(RECONCILE_ATTEMPTS):
@@ -612,14 +708,20 @@ async def _reconcile_conference(
         )
         if conference is None:
             if ours:
-                return [_busy(provider_id, None, "a worker holds it")]
-            return _unknown_conference(report)
+                return ConferenceReconciled([_busy(provider_id, None, "a worker holds it")])
+            return ConferenceReconciled(_unknown_conference(report))
         conference_id = conference.id
-        findings, events, next_action = _corrections(run_id, report, conference, deps.clock())
+        adjustments = await deps.ledger.adjustments(conference.id)
+        outcome, events, next_action = _corrections(
+            run, report, conference, adjustments, deps.clock()
+        )
         # Fenced by the claim: False means another claim took it and nothing was written.
-        if await deps.ledger.save(conference, events, next_action):
-            return findings
-    return [_busy(provider_id, conference_id, "its claim was taken before the save")]
+        if await deps.ledger.save_reconciliation(
+            conference, outcome.adjustments, events, next_action
+        ):
+            outcome.events = len(events)
+            return outcome
+    return ConferenceReconciled([_busy(provider_id, conference_id, "its claim was taken")])
 
 
 def _busy(provider_id: str, conference_id: UUID | None, why: str) -> Finding:
@@ -644,15 +746,39 @@ def _unknown_conference(report: ConferenceReport) -> list[Finding]:
     ]
 
 
+def _billed_total(conference: Conference, adjustments: list[Adjustment]) -> Decimal:
+    return sum(
+        (
+            p.price or Decimal(0)
+            for p in current_conference(conference, adjustments).participants
+            if p.provider_call_id is not None
+        ),
+        Decimal(0),
+    )
+
+
 def _corrections(
-    run_id: int, report: ConferenceReport, conference: Conference, now: datetime
-) -> tuple[list[Finding], list[PendingEvent], float | None]:
-    """Make the claimed conference match the provider's report: its findings, the events to
-    publish, and its next step."""
-    findings: list[Finding] = []
-    corrections: list[dict[str, Any]] = []
+    run: ReconcileRun,
+    report: ConferenceReport,
+    conference: Conference,
+    adjustments: list[Adjustment],
+    now: datetime,
+) -> tuple[ConferenceReconciled, list[PendingEvent], float | None]:
+    """Make the claimed conference match the provider's report without rewriting what it has
+    billed: what it found and appends, the events to publish, and its next step."""
+    outcome = ConferenceReconciled(
+        compared=True, total_before=_billed_total(conference, adjustments)
+    )
+    known = list(adjustments)
+    seen: set[int] = set()
+    added: list[Participant] = []
     for call in report.calls:
         participant = match_call_for_reconcile(conference, call)
+        if participant is not None:
+            seen.add(participant.position)
+        if call.price is not None and not storable_price(call.price):
+            outcome.findings.append(_unstorable(conference, call))
+            continue
         if participant is None:
             if call.call_id is None or not call.is_settled:
                 continue
@@ -664,65 +790,162 @@ def _corrections(
                 dial_state=DialState.DIALED,
                 provider_call_id=call.call_id,
                 source="reconcile",
+                reconciled_at=now,
             )
             conference.participants.append(participant)
-            _apply_call(participant, call, now)
-            participant.reconciled_at = now
-            findings.append(_finding("missing_call", conference, call))
-            corrections.append({"kind": "missing_call", **participant_snapshot(participant)})
+            seen.add(participant.position)
+            _settle(participant, call, now)
+            added.append(participant)
+            outcome.findings.append(_finding("missing_call", conference, call))
             continue
-        was_settled = participant.settled_at is not None
-        differences = _differences(participant, call)
-        if was_settled and not differences:
+        if participant.settled_at is None:
+            # Its first settlement: these are the original figures, not a correction.
+            if call.is_settled:
+                _settle(participant, call, now)
             continue
-        if not was_settled and not call.is_settled:
-            continue
-        before = participant_snapshot(participant)
-        _apply_call(participant, call, now)
-        if was_settled:
-            participant.reconciled_at = now
-            kind = "price_mismatch" if "price" in differences else "duration_mismatch"
-            findings.append(_finding(kind, conference, call, differences))
-            corrections.append(
-                {"kind": kind, "before": before, "after": participant_snapshot(participant)}
+        changed = _adjustments(run, conference, participant, call, known, now)
+        if changed:
+            known.extend(changed)
+            outcome.adjustments.extend(changed)
+            kind = "price_mismatch" if any(a.field == "price" for a in changed) else None
+            outcome.findings.append(
+                _finding(
+                    kind or "duration_mismatch",
+                    conference,
+                    call,
+                    {a.field: [a.before, a.after] for a in changed},
+                )
             )
+    if report.lists_every_call:
+        for p in conference.participants:
+            if p.provider_call_id is not None and p.settled_at and p.position not in seen:
+                outcome.missing_at_provider += 1
+                outcome.findings.append(
+                    Finding(
+                        "missing_at_provider",
+                        conference.provider_conference_id,
+                        p.provider_call_id,
+                        conference.id,
+                        {"number": p.number, "price": money(p.price)},
+                    )
+                )
+    outcome.calls_added = len(added)
+    outcome.total_after = _billed_total(conference, known)
 
+    billing = billing_snapshot(current_conference(conference, known))
     events: list[PendingEvent] = []
-    if not conference.status.is_final:
-        if conference.all_settled:
-            findings.append(
-                Finding("settled_late", report.provider_conference_id, None, conference.id)
+    if not conference.status.is_final and conference.all_settled:
+        outcome.findings.append(
+            Finding("settled_late", report.provider_conference_id, None, conference.id)
+        )
+        conference.status = outcome_when_settled(conference)
+        conference.finalized_at = now
+        conference.provider_ended_at = report.ended_at or now
+        billing = billing_snapshot(current_conference(conference, known))
+        events.append(
+            PendingEvent(
+                event_id(conference.id, _FINAL_EVENT[conference.status]),
+                _FINAL_EVENT[conference.status],
+                now,
+                billing,
             )
-            conference.status = outcome_when_settled(conference)
-            conference.finalized_at = now
-            conference.provider_ended_at = report.ended_at or now
-            events.append(
-                PendingEvent(
-                    event_id(conference.id, _FINAL_EVENT[conference.status]),
-                    _FINAL_EVENT[conference.status],
-                    now,
-                    billing_snapshot(conference),
-                )
+        )
+    # Still open at the provider: the poller carries on from here.
+    next_action = None if conference.status.is_final else 0.0
+    numbers = {p.position: p.number for p in conference.participants}
+    for participant in added:
+        events.append(
+            PendingEvent(
+                event_id(
+                    conference.id, EventType.RECONCILED, "call_added", str(participant.position)
+                ),
+                EventType.RECONCILED,
+                now,
+                {
+                    "kind": "call_added",
+                    "run_id": run.run_id,
+                    "source": run.source,
+                    "participant": participant_snapshot(participant),
+                    "billing": billing,
+                },
             )
-        # Still open at the provider: the poller carries on from here.
-        next_action = None if conference.status.is_final else 0.0
-    else:
-        next_action = None
-        if corrections:
-            digest = hashlib.sha256(repr(corrections).encode()).hexdigest()[:16]
-            events.append(
-                PendingEvent(
-                    event_id(conference.id, EventType.RECONCILED, digest),
-                    EventType.RECONCILED,
-                    now,
-                    {
-                        "run_id": run_id,
-                        "corrections": corrections,
-                        "billing": billing_snapshot(conference),
-                    },
-                )
+        )
+    for adjustment in outcome.adjustments:
+        events.append(
+            PendingEvent(
+                adjustment.event_id,
+                EventType.RECONCILED,
+                now,
+                {
+                    "kind": "adjustment",
+                    "run_id": run.run_id,
+                    "source": run.source,
+                    "adjustment": adjustment.wire(numbers[adjustment.position]),
+                    "billing": billing,
+                },
             )
-    return findings, events, next_action
+        )
+    return outcome, events, next_action
+
+
+def _adjustments(
+    run: ReconcileRun,
+    conference: Conference,
+    participant: Participant,
+    call: CallReport,
+    known: list[Adjustment],
+    now: datetime,
+) -> list[Adjustment]:
+    """One adjustment per billed field whose current value the provider reports otherwise."""
+    billed_now = current(participant, known)
+    reported: dict[AdjustableField, Decimal | int | None] = {
+        "price": call.billed_price,
+        "billed_seconds": call.billed_seconds,
+        "duration_seconds": call.duration_seconds,
+        "talk_seconds": call.talk_seconds,
+    }
+    changed = []
+    for name in ADJUSTABLE_FIELDS:
+        ours, theirs = field_value(billed_now, name), reported[name]
+        if theirs is None or ours == theirs:
+            continue
+        after = as_text(name, theirs)
+        assert after is not None
+        earlier = sum(1 for a in known if a.position == participant.position and a.field == name)
+        changed.append(
+            Adjustment(
+                conference_id=conference.id,
+                position=participant.position,
+                provider_call_id=participant.provider_call_id or call.call_id,
+                field=name,
+                ordinal=earlier + 1,
+                before=as_text(name, ours),
+                after=after,
+                source=run.source,
+                run_id=run.run_id,
+                created_at=now,
+            )
+        )
+    return changed
+
+
+def _unstorable(conference: Conference, call: CallReport) -> Finding:
+    """A price the ledger could only hold rounded: refused loudly, and nothing of the call is
+    written until someone looks (each run reports it again)."""
+    log.error(
+        "price_not_storable",
+        conference_id=str(conference.id),
+        provider_call_id=call.call_id,
+        price=str(call.price),
+    )
+    metrics.PRICES_REFUSED.labels(source="reconcile").inc()
+    return Finding(
+        "unstorable_price",
+        conference.provider_conference_id,
+        call.call_id,
+        conference.id,
+        {"number": call.number, "price": str(call.price)},
+    )
 
 
 def match_call_for_reconcile(conference: Conference, call: CallReport) -> Participant | None:
@@ -738,21 +961,8 @@ def match_call_for_reconcile(conference: Conference, call: CallReport) -> Partic
     return None
 
 
-def _differences(participant: Participant, call: CallReport) -> dict[str, list[Any]]:
-    pairs = {
-        "price": (participant.price, call.billed_price),
-        "billed_seconds": (participant.billed_seconds, call.billed_seconds),
-        "duration_seconds": (participant.duration_seconds, call.duration_seconds),
-        "talk_seconds": (participant.talk_seconds, call.talk_seconds),
-    }
-    return {
-        name: [str(ours) if ours is not None else None, str(theirs) if theirs is not None else None]
-        for name, (ours, theirs) in pairs.items()
-        if theirs is not None and ours != theirs
-    }
-
-
-def _apply_call(participant: Participant, call: CallReport, now: datetime) -> None:
+def _settle(participant: Participant, call: CallReport, now: datetime) -> None:
+    """A call's first billed figures: written once, corrected afterwards only by adjustments."""
     participant.provider_status = call.status or participant.provider_status
     participant.started_at = call.started_at or participant.started_at
     participant.duration_seconds = call.duration_seconds

@@ -73,6 +73,11 @@ OVERDUE_POLLS = Gauge(
 RECONCILE_DISCREPANCIES = Gauge(
     "conference_reconcile_discrepancies", "Discrepancies found by the latest reconcile run."
 )
+PRICES_REFUSED = Counter(
+    "conference_prices_refused_total",
+    "Provider prices the ledger cannot hold exactly (numeric(18, 6)), refused, not rounded.",
+    ["source"],
+)
 WEBHOOKS_RECEIVED = Counter(
     "conference_webhooks_received_total",
     "Provider callbacks, by whether they matched.",

@@ -19,6 +19,7 @@ from service.domain.conference import (
     ConferenceStatus,
 )
 from service.domain.events import PendingEvent
+from service.domain.ledger import Adjustment
 
 
 class ProviderError(Exception):
@@ -296,11 +297,31 @@ class ReconcileLedger(Protocol):
         hold: bool = False,
     ) -> bool: ...
 
+    async def adjustments(self, conference_id: UUID) -> list[Adjustment]:
+        """Every adjustment appended to the conference's calls, oldest first."""
+
+    async def save_reconciliation(
+        self,
+        conference: Conference,
+        adjustments: Sequence[Adjustment],
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+    ) -> bool:
+        """`save`, fenced the same way, plus the new adjustments, in one transaction. A call's
+        billed figures once settled are never rewritten: its corrections are `adjustments`. An
+        adjustment already stored (same event id) is not stored again."""
+
     async def start_reconcile_run(self, start: datetime, end: datetime) -> int: ...
 
     async def finish_reconcile_run(
-        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
-    ) -> None: ...
+        self,
+        run_id: int,
+        outcome: str,
+        summary: dict[str, Any],
+        findings: Sequence[Finding],
+        report: str = "",
+    ) -> None:
+        """Store the run's findings, its summary (JSON) and its report (the same, as text)."""
 
 
 # What housekeeping prunes besides idempotency keys: published outbox rows, provider webhooks,

@@ -23,6 +23,7 @@ from service.domain.conference import (
     Participant,
 )
 from service.domain.events import PendingEvent
+from service.domain.ledger import Adjustment
 from service.ports import (
     CommandRefusedByStore,
     IngressRecord,
@@ -59,6 +60,8 @@ class FakeConferenceStore:
         self.ingress: dict[tuple[str, str], IngressRecord] = {}
         self.available = True
         self.runs: list[list[Any]] = []
+        self.run_reports: list[str] = []
+        self.ledger_adjustments: list[Adjustment] = []
 
     # IngressStore
     async def remember(
@@ -213,14 +216,55 @@ class FakeConferenceStore:
                 return copy.deepcopy(row.conference), True
         return None, False
 
+    async def adjustments(self, conference_id: UUID) -> list[Adjustment]:
+        return [a for a in self.ledger_adjustments if a.conference_id == conference_id]
+
+    async def save_reconciliation(
+        self,
+        conference: Conference,
+        adjustments: Sequence[Adjustment],
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+    ) -> bool:
+        # As Postgres: a settled call's billed figures are never rewritten in place.
+        stored = {p.position: p for p in self.rows[conference.id].conference.participants}
+        for p in conference.participants:
+            before = stored.get(p.position)
+            if before is not None and before.settled_at is not None:
+                assert _billed(before) == _billed(p), "a settled call was rewritten"
+        if not await self.save(conference, events, next_action_in):
+            return False
+        known = {a.event_id for a in self.ledger_adjustments}
+        keys = {(a.conference_id, a.position, a.field, a.ordinal) for a in self.ledger_adjustments}
+        for adjustment in adjustments:
+            if adjustment.event_id in known:
+                continue
+            key = (
+                adjustment.conference_id,
+                adjustment.position,
+                adjustment.field,
+                adjustment.ordinal,
+            )
+            assert key not in keys, "ledger_adjustment_call_field_ordinal_key"
+            assert adjustment.position in {p.position for p in conference.participants}
+            self.ledger_adjustments.append(adjustment)
+        return True
+
     async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
         self.runs.append([])
+        self.run_reports.append("")
         return len(self.runs)
 
     async def finish_reconcile_run(
-        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Any]
+        self,
+        run_id: int,
+        outcome: str,
+        summary: dict[str, Any],
+        findings: Sequence[Any],
+        report: str = "",
     ) -> None:
         self.runs[run_id - 1] = list(findings)
+        self.run_reports[run_id - 1] = report
 
     def conference(self, conference_id: UUID) -> Conference:
         return self.rows[conference_id].conference
@@ -231,6 +275,10 @@ class FakeConferenceStore:
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
         yield []
+
+
+def _billed(p: Participant) -> tuple[Any, ...]:
+    return (p.price, p.billed_seconds, p.duration_seconds, p.talk_seconds)
 
 
 def _refuse_what_postgres_cannot_store(command: ConferenceCommand) -> None:

@@ -1,4 +1,5 @@
-"""All of the service's SQL: ingress keys, conferences and their poll schedule, the outbox."""
+"""All of the service's SQL: ingress keys, conferences and their poll schedule, the outbox, and
+the reconcile runs with the ledger's adjustments."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import orjson
 from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
 from service.domain.events import PendingEvent, envelope, money
+from service.domain.ledger import Adjustment
 from service.ports import (
     CommandRefusedByStore,
     ConferenceFilter,
@@ -104,7 +106,31 @@ _PRUNE_EMPTY_RECONCILE_RUNS = """
      WHERE r.started_at < now() - $1::interval
        AND r.id < (SELECT max(id) FROM reconcile_run)
        AND NOT EXISTS (SELECT 1 FROM reconcile_finding f WHERE f.run_id = r.id)
+       AND NOT EXISTS (SELECT 1 FROM ledger_adjustment a WHERE a.run_id = r.id)
 """
+
+# The ledger's corrections: appended, never updated or deleted (migration 0010). The same
+# adjustment computed again (a retried save) has the same event id and is not added twice.
+_ADJUSTMENT_COLUMNS = """
+    conference_id, position, provider_call_id, field, ordinal, before, after, source, run_id,
+    created_at
+"""
+_ADJUSTMENT_INSERT = f"""
+    INSERT INTO ledger_adjustment (event_id, {_ADJUSTMENT_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (event_id) DO NOTHING
+"""  # noqa: S608 (a constant column list, no input)
+
+
+def _adjustment(row: asyncpg.Record) -> Adjustment:
+    return Adjustment(**{name: row[name] for name in _ADJUSTMENT_FIELDS})
+
+
+def _adjustment_row(a: Adjustment) -> tuple[Any, ...]:
+    return (a.event_id, *(getattr(a, name) for name in _ADJUSTMENT_FIELDS))
+
+
+_ADJUSTMENT_FIELDS = [name.strip() for name in _ADJUSTMENT_COLUMNS.split(",")]
 
 
 def _conference(row: asyncpg.Record, participants: list[Participant]) -> Conference:
@@ -493,81 +519,91 @@ class PostgresStore:
         hold: bool = False,
     ) -> bool:
         async with self._acquire() as connection, connection.transaction():
-            new_events: list[PendingEvent] = []
-            if events:
-                known = await connection.fetch(
-                    "SELECT event_id FROM outbox WHERE event_id = ANY($1)",
-                    [e.event_id for e in events],
+            return await self._save(connection, conference, events, next_action_in, hold)
+
+    async def _save(
+        self,
+        connection: asyncpg.Connection,
+        conference: Conference,
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+        hold: bool,
+    ) -> bool:
+        new_events: list[PendingEvent] = []
+        if events:
+            known = await connection.fetch(
+                "SELECT event_id FROM outbox WHERE event_id = ANY($1)",
+                [e.event_id for e in events],
+            )
+            seen = {r["event_id"] for r in known}
+            new_events = [e for e in events if e.event_id not in seen]
+        row = await connection.fetchrow(
+            """
+            UPDATE conference
+               SET status = $3, provider_conference_id = $4, poll_count = $5,
+                   provider_ended_at = $6, finalized_at = $7, failure_reason = $8,
+                   dialed_at = CASE WHEN $3 = 'in_progress' THEN coalesce(dialed_at, now())
+                                    ELSE dialed_at END,
+                   -- A webhook that arrived while we held the lease means "look again now".
+                   next_action_at = CASE
+                       WHEN $11 THEN now() + make_interval(secs => $9::float8)
+                       WHEN $9::float8 IS NULL THEN NULL
+                       WHEN nudged_at > claimed_at THEN now()
+                       ELSE now() + make_interval(secs => $9::float8) END,
+                   leased_until = CASE WHEN $11 THEN now() + make_interval(secs => $9::float8)
+                                       ELSE NULL END,
+                   last_sequence = last_sequence + $10
+             WHERE id = $1 AND claim_token = $2
+            RETURNING last_sequence
+            """,
+            conference.id,
+            conference.claim_token,
+            conference.status.value,
+            conference.provider_conference_id,
+            conference.poll_count,
+            conference.provider_ended_at,
+            conference.finalized_at,
+            conference.failure_reason,
+            next_action_in,
+            len(new_events),
+            hold,
+        )
+        if row is None:
+            return False
+        await connection.executemany(
+            _PARTICIPANT_WRITE,
+            [
+                (
+                    conference.id,
+                    p.position,
+                    p.number,
+                    p.caller_id,
+                    p.record,
+                    p.source,
+                    p.dial_state.value,
+                    p.dial_started_at,
+                    p.provider_call_id,
+                    p.provider_status,
+                    p.started_at,
+                    p.duration_seconds,
+                    p.billed_seconds,
+                    p.talk_seconds,
+                    p.price,
+                    p.recording_url,
+                    p.settled_at,
+                    p.rejection_reason,
+                    p.reconciled_at,
+                    p.status_changes,
                 )
-                seen = {r["event_id"] for r in known}
-                new_events = [e for e in events if e.event_id not in seen]
-            row = await connection.fetchrow(
-                """
-                UPDATE conference
-                   SET status = $3, provider_conference_id = $4, poll_count = $5,
-                       provider_ended_at = $6, finalized_at = $7, failure_reason = $8,
-                       dialed_at = CASE WHEN $3 = 'in_progress' THEN coalesce(dialed_at, now())
-                                        ELSE dialed_at END,
-                       -- A webhook that arrived while we held the lease means "look again now".
-                       next_action_at = CASE
-                           WHEN $11 THEN now() + make_interval(secs => $9::float8)
-                           WHEN $9::float8 IS NULL THEN NULL
-                           WHEN nudged_at > claimed_at THEN now()
-                           ELSE now() + make_interval(secs => $9::float8) END,
-                       leased_until = CASE WHEN $11 THEN now() + make_interval(secs => $9::float8)
-                                           ELSE NULL END,
-                       last_sequence = last_sequence + $10
-                 WHERE id = $1 AND claim_token = $2
-                RETURNING last_sequence
-                """,
-                conference.id,
-                conference.claim_token,
-                conference.status.value,
-                conference.provider_conference_id,
-                conference.poll_count,
-                conference.provider_ended_at,
-                conference.finalized_at,
-                conference.failure_reason,
-                next_action_in,
-                len(new_events),
-                hold,
-            )
-            if row is None:
-                return False
-            await connection.executemany(
-                _PARTICIPANT_WRITE,
-                [
-                    (
-                        conference.id,
-                        p.position,
-                        p.number,
-                        p.caller_id,
-                        p.record,
-                        p.source,
-                        p.dial_state.value,
-                        p.dial_started_at,
-                        p.provider_call_id,
-                        p.provider_status,
-                        p.started_at,
-                        p.duration_seconds,
-                        p.billed_seconds,
-                        p.talk_seconds,
-                        p.price,
-                        p.recording_url,
-                        p.settled_at,
-                        p.rejection_reason,
-                        p.reconciled_at,
-                        p.status_changes,
-                    )
-                    for p in conference.participants
-                ],
-            )
-            await self._insert_events(
-                connection,
-                conference,
-                new_events,
-                first_sequence=row["last_sequence"] - len(new_events) + 1,
-            )
+                for p in conference.participants
+            ],
+        )
+        await self._insert_events(
+            connection,
+            conference,
+            new_events,
+            first_sequence=row["last_sequence"] - len(new_events) + 1,
+        )
         return True
 
     async def _insert_events(
@@ -630,6 +666,30 @@ class PostgresStore:
             )
         return _conference(row, [_participant(p) for p in participants]), True
 
+    async def adjustments(self, conference_id: UUID) -> list[Adjustment]:
+        async with self._acquire() as connection:
+            rows = await connection.fetch(
+                f"SELECT {_ADJUSTMENT_COLUMNS} FROM ledger_adjustment"  # noqa: S608 (constant)
+                " WHERE conference_id = $1 ORDER BY id",
+                conference_id,
+            )
+        return [_adjustment(r) for r in rows]
+
+    async def save_reconciliation(
+        self,
+        conference: Conference,
+        adjustments: Sequence[Adjustment],
+        events: Sequence[PendingEvent],
+        next_action_in: float | None,
+    ) -> bool:
+        async with self._acquire() as connection, connection.transaction():
+            if not await self._save(connection, conference, events, next_action_in, hold=False):
+                return False
+            await connection.executemany(
+                _ADJUSTMENT_INSERT, [_adjustment_row(a) for a in adjustments]
+            )
+        return True
+
     async def start_reconcile_run(self, start: datetime, end: datetime) -> int:
         async with self._acquire() as connection:
             run_id = await connection.fetchval(
@@ -640,7 +700,12 @@ class PostgresStore:
         return int(run_id)
 
     async def finish_reconcile_run(
-        self, run_id: int, outcome: str, summary: dict[str, Any], findings: Sequence[Finding]
+        self,
+        run_id: int,
+        outcome: str,
+        summary: dict[str, Any],
+        findings: Sequence[Finding],
+        report: str = "",
     ) -> None:
         async with self._acquire() as connection, connection.transaction():
             await connection.executemany(
@@ -663,12 +728,14 @@ class PostgresStore:
             )
             await connection.execute(
                 """
-                UPDATE reconcile_run SET finished_at = now(), outcome = $2, summary = $3
+                UPDATE reconcile_run
+                   SET finished_at = now(), outcome = $2, summary = $3, report = $4
                  WHERE id = $1
                 """,
                 run_id,
                 outcome,
                 summary,
+                report or None,
             )
 
     async def prune_idempotency_keys(self, older_than_days: float) -> int:

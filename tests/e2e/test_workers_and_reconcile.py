@@ -14,6 +14,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from tests.e2e.conftest import ROOT, Base, Lane, open_lane
 from tests.e2e.helpers import create_conferences, ledger, wait_final
 from tests.e2e.topics import read_topic
@@ -106,31 +108,97 @@ def reconcile(lane: Lane) -> subprocess.CompletedProcess[str]:
     )
 
 
+FIELDS = ("price", "billed_seconds", "duration_seconds", "talk_seconds")
+FINAL_TYPES = {
+    "conference.completed",
+    "conference.failed",
+    "conference.canceled",
+    "conference.unresolved",
+}
+
+
+def provider_value(call: dict[str, Any], name: str) -> Any:
+    return Decimal(call["price"]) if name == "price" else call[name]
+
+
+def rebuild_billing(events: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The billing rows as a consumer of the events topic alone rebuilds them: each finalized
+    conference's calls from its final event, the calls reconcile added, then for each field the
+    adjustment with the highest ordinal. Deduped on event_id."""
+    unique = {e["event_id"]: e for e in events}.values()
+    calls: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str], tuple[int, Any]] = {}
+    finalized = set()
+    for event in sorted(unique, key=lambda e: (e["conference_id"], e["sequence"])):
+        conference, data = event["conference_id"], event["data"]
+        if event["type"] in FINAL_TYPES:
+            finalized.add(conference)
+            for p in data["participants"]:
+                if p["provider_call_id"] is not None:
+                    calls.setdefault((conference, p["provider_call_id"]), dict(p))
+        elif event["type"] == "conference.reconciled" and data["kind"] == "call_added":
+            p = data["participant"]
+            calls[(conference, p["provider_call_id"])] = dict(p)
+        elif event["type"] == "conference.reconciled" and data["kind"] == "adjustment":
+            a = data["adjustment"]
+            key = (conference, a["provider_call_id"], a["field"])
+            if key not in latest or latest[key][0] < a["ordinal"]:
+                latest[key] = (a["ordinal"], a["after"])
+    for (conference, call_id, name), (_, after) in latest.items():
+        calls[(conference, call_id)][name] = after
+    return {key: row for key, row in calls.items() if key[0] in finalized}
+
+
 async def test_reconcile_finds_and_fixes_every_planted_discrepancy(base: Base) -> None:
-    lane = await open_lane(base, time_scale=60)
+    # Six-decimal tariffs: every price the ledger settles has six places.
+    lane = await open_lane(base, time_scale=60, simulator_args=("--price-decimals", "6"))
     db = await lane.connect()
     try:
         async with lane.api() as api, lane.simulator() as sim:
             assert (await sim.put("/_simulator/scenario", json=SCENARIO)).status_code == 200
-            ids = await create_conferences(api, bodies(3, offset=500))
+            ids = await create_conferences(api, bodies(4, offset=500))
             rows = await wait_final(db, ids, timeout=60)
 
             clean = await asyncio.to_thread(reconcile, lane)
             assert clean.returncode == 0, clean.stdout + clean.stderr
             assert "0 discrepancies" in clean.stdout
 
-            first, second = (rows[ids[0]], rows[ids[1]])
-            [answered] = await db.fetch(
-                "SELECT * FROM participant WHERE conference_id = $1 AND provider_status = 'atendida'"
-                " ORDER BY position LIMIT 1",
-                first["id"],
+            original = {
+                r["provider_call_id"]: r
+                for r in await db.fetch(
+                    "SELECT * FROM participant WHERE provider_call_id IS NOT NULL"
+                )
+            }
+            first_settled_prices = {r["price"] for r in original.values()}
+            print(f"\nprices as first settled: {sorted(map(str, first_settled_prices))}")
+            assert any(
+                p.as_tuple().exponent == -6 and p % Decimal("0.00001") for p in first_settled_prices
             )
-            patched = await sim.patch(
-                f"/_simulator/calls/{answered['provider_call_id']}", json={"price": "9.9900"}
-            )
-            assert patched.status_code == 200, patched.text
+
+            def answered(conference: int, nth: int = 0) -> str:
+                calls = sorted(
+                    (
+                        r
+                        for r in original.values()
+                        if r["conference_id"] == uuid.UUID(ids[conference])
+                        and r["provider_status"] == "atendida"
+                    ),
+                    key=lambda r: r["position"],
+                )
+                return str(calls[nth]["provider_call_id"])
+
+            planted = {
+                answered(0): {"price": "9.9900"},
+                answered(1): {"billed_seconds": 180},
+                answered(2, 0): {"talk_seconds": 11},
+                answered(2, 1): {"price": "0.123457"},
+                answered(3): {"price": "0.1234567"},  # seven places: refused, never rounded
+            }
+            for call_id, correction in planted.items():
+                patched = await sim.patch(f"/_simulator/calls/{call_id}", json=correction)
+                assert patched.status_code == 200, patched.text
             added = await sim.post(
-                f"/_simulator/conferences/{second['provider_conference_id']}/calls",
+                f"/_simulator/conferences/{rows[ids[3]]['provider_conference_id']}/calls",
                 json={"number": "4835000001", "status": "atendida", "talk_seconds": 61},
             )
             assert added.status_code == 201, added.text
@@ -144,18 +212,62 @@ async def test_reconcile_finds_and_fixes_every_planted_discrepancy(base: Base) -
             provider = await ledger(sim)
 
         found = await asyncio.to_thread(reconcile, lane)
+        print(found.stdout)
         assert found.returncode == 1, found.stdout + found.stderr
+        assert "total BRL after" in found.stdout
         kinds = {
-            r["kind"]: r
+            r["kind"]
             for r in await db.fetch(
                 "SELECT * FROM reconcile_finding WHERE run_id = (SELECT max(id) FROM reconcile_run)"
             )
         }
-        assert set(kinds) == {"price_mismatch", "missing_call", "unknown_conference"}
+        assert kinds == {
+            "price_mismatch",
+            "duration_mismatch",
+            "missing_call",
+            "unknown_conference",
+            "unstorable_price",
+        }
 
         calls = {
             str(c["id"]): c for conference in provider["conferences"] for c in conference["calls"]
         }
+        refused = answered(3)
+        # What the provider's report says differently from the ledger, field by field.
+        expected_adjustments = {
+            (call_id, name)
+            for call_id, row in original.items()
+            if call_id != refused
+            for name in FIELDS
+            if provider_value(calls[call_id], name) != row[name]
+        }
+        assert {
+            (answered(0), "price"),
+            (answered(1), "billed_seconds"),
+            (answered(2, 0), "talk_seconds"),
+            (answered(2, 1), "price"),
+        } <= expected_adjustments
+
+        # The original values are all still in the ledger.
+        after = {
+            r["provider_call_id"]: r
+            for r in await db.fetch("SELECT * FROM participant WHERE provider_call_id IS NOT NULL")
+        }
+        for call_id, row in original.items():
+            assert [after[call_id][n] for n in FIELDS] == [row[n] for n in FIELDS]
+        [found_call] = [r for r in after.values() if r["source"] == "reconcile"]
+
+        adjustments = await db.fetch("SELECT * FROM billing_adjustment ORDER BY adjustment_id")
+        assert sorted((a["provider_call_id"], a["field"]) for a in adjustments) == sorted(
+            expected_adjustments
+        ), "one adjustment per changed field"
+        for a in adjustments:
+            assert a["ordinal"] == 1 and a["run_id"] is not None and a["source"]
+            assert a["before"] == str(original[a["provider_call_id"]][a["field"]]) or (
+                a["field"] == "price"
+                and Decimal(a["before"]) == original[a["provider_call_id"]]["price"]
+            )
+
         billing = {
             r["provider_call_id"]: r
             for r in await db.fetch(
@@ -163,36 +275,68 @@ async def test_reconcile_finds_and_fixes_every_planted_discrepancy(base: Base) -
                 [uuid.UUID(i) for i in ids],
             )
         }
-        ours = {r["provider_conference_id"] for r in rows.values()}
-        expected = {
-            str(c["id"])
-            for conference in provider["conferences"]
-            if str(conference["id"]) in ours
-            for c in conference["calls"]
-        }
-        assert set(billing) == expected, "every billed call of ours is in the ledger"
+        assert set(billing) == set(original) | {found_call["provider_call_id"]}
         for call_id, row in billing.items():
-            assert row["price"] == Decimal(calls[call_id]["price"])
-            assert row["billed_seconds"] == calls[call_id]["billed_seconds"]
-        assert billing[answered["provider_call_id"]]["price"] == Decimal("9.9900")
-        assert billing[answered["provider_call_id"]]["reconciled_at"] is not None
+            source = (
+                original[call_id]
+                if call_id == refused
+                else {n: provider_value(calls[call_id], n) for n in FIELDS}
+            )
+            assert [row[n] for n in FIELDS] == [source[n] for n in FIELDS], call_id
+            changed = sum(1 for a in adjustments if a["provider_call_id"] == call_id)
+            assert row["adjustments"] == changed
+            assert (row["last_adjusted_at"] is not None) == (changed > 0)
+        assert billing[answered(2, 1)]["price"] == Decimal("0.123457")
+        assert billing[refused]["price"] == original[refused]["price"]
+        assert billing[found_call["provider_call_id"]]["found_by_reconcile"]
 
+        run = await db.fetchrow("SELECT * FROM reconcile_run ORDER BY id DESC LIMIT 1")
+        summary = (
+            orjson.loads(run["summary"]) if isinstance(run["summary"], str) else run["summary"]
+        )
+        by_field = {n: sum(1 for _, f in expected_adjustments if f == n) for n in FIELDS}
+        assert summary["adjustments"] == by_field
+        assert summary["missing_in_ledger"] == 1 and summary["foreign_conferences"] == 1
+        assert summary["unstorable_prices"] == 1 and summary["conferences_compared"] == 4
+        view_total = sum((r["price"] for r in billing.values()), Decimal(0))
+        assert Decimal(summary["totals"]["after"]) == view_total
+        assert "total BRL before" in run["report"]
+
+        events_before_rerun = await db.fetchval("SELECT count(*) FROM outbox")
         again = await asyncio.to_thread(reconcile, lane)
-        assert again.returncode == 1, "the conference we never created is still reported"
+        assert again.returncode == 1, "the foreign conference and the refused price remain"
         latest = await db.fetch(
             "SELECT kind FROM reconcile_finding WHERE run_id = (SELECT max(id) FROM reconcile_run)"
         )
-        assert [r["kind"] for r in latest] == ["unknown_conference"]
+        assert sorted(r["kind"] for r in latest) == ["unknown_conference", "unstorable_price"]
+        assert await db.fetchval("SELECT count(*) FROM ledger_adjustment") == len(adjustments)
+        assert await db.fetchval("SELECT count(*) FROM outbox") == events_before_rerun
 
-        reconciled = await read_topic(
+        # Billing rebuilt from the events topic alone equals the view, to the centavo.
+        reconciled_count = len(adjustments) + 1
+        seen = await read_topic(
             lane,
             lane.events_topic,
-            lambda seen: sum(v["type"] == "conference.reconciled" for _, v in seen) >= 2,
+            lambda seen: (
+                sum(v["type"] == "conference.reconciled" for _, v in seen) >= reconciled_count
+                and sum(v["type"] in FINAL_TYPES for _, v in seen) >= len(ids)
+            ),
         )
-        corrected = sorted(
-            v["conference_id"] for _, v in reconciled if v["type"] == "conference.reconciled"
+        events = [v for _, v in seen]
+        reconciled = [e for e in events if e["type"] == "conference.reconciled"]
+        assert len(reconciled) == reconciled_count, "one event per adjustment and added call"
+        assert {e["event_id"] for e in reconciled} >= {str(a["event_id"]) for a in adjustments}
+        rebuilt = rebuild_billing(events)
+        rebuilt_total = sum((Decimal(r["price"]) for r in rebuilt.values()), Decimal(0))
+        print(
+            f"billing view total {view_total} BRL over {len(billing)} calls; rebuilt from "
+            f"{len(events)} events: {rebuilt_total} BRL over {len(rebuilt)} calls"
         )
-        assert corrected == sorted([ids[0], ids[1]]), "one correction event each, not repeated"
+        assert rebuilt_total.quantize(Decimal("0.01")) == view_total.quantize(Decimal("0.01"))
+        assert rebuilt_total == view_total
+        for (_, call_id), row in rebuilt.items():
+            assert Decimal(row["price"]) == billing[call_id]["price"]
+            assert [row[n] for n in FIELDS[1:]] == [billing[call_id][n] for n in FIELDS[1:]]
     finally:
         await db.close()
         assert not await lane.close()

@@ -4,6 +4,7 @@ at the same moment."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from service.adapters.postgres import PostgresStore
 from service.domain.commands import ConferenceCommand, CreateConference
 from service.domain.conference import ConferenceStatus, DialState
 from service.domain.events import EventType, PendingEvent
+from service.domain.ledger import Adjustment
 from tests.databases import ROOT
 from tests.e2e.conftest import free_port
 
@@ -101,3 +103,48 @@ async def test_the_poller_cannot_take_a_conference_reconcile_is_correcting(
     # Saved with "look now": the poller carries on from the corrected state.
     [after] = await store.claim_due([ConferenceStatus.IN_PROGRESS], 10, LEASE)
     assert after.participants[0].billed_seconds == 42
+
+
+async def test_adjustments_are_appended_once_and_fenced_by_the_claim(
+    store: PostgresStore, database_url: str
+) -> None:
+    conference_id = await in_progress_conference(store, "4343")
+    run_id = await store.start_reconcile_run(datetime.now(UTC), datetime.now(UTC))
+    claimed, _ = await store.claim_for_reconcile("4343", LEASE)
+    assert claimed is not None
+    claimed.participants[0].price = Decimal("0.100000")
+    claimed.participants[0].settled_at = datetime.now(UTC)
+    adjustment = Adjustment(
+        conference_id,
+        0,
+        "4343-1",
+        "price",
+        1,
+        "0.1000",
+        "0.123456",
+        "report",
+        run_id,
+        datetime.now(UTC),
+    )
+    event = PendingEvent(adjustment.event_id, EventType.RECONCILED, datetime.now(UTC), {})
+    assert await store.save_reconciliation(claimed, [adjustment], [event], None)
+
+    again, _ = await store.claim_for_reconcile("4343", LEASE)
+    assert again is not None
+    stale = copy.deepcopy(again)
+    stale.claim_token = uuid.uuid4()
+    assert not await store.save_reconciliation(stale, [adjustment], [event], None)
+    assert await store.save_reconciliation(again, [adjustment], [event], None)
+
+    assert await store.adjustments(conference_id) == [adjustment]
+    connection = await asyncpg.connect(database_url)
+    try:
+        price = await connection.fetchval(
+            "SELECT price FROM participant WHERE conference_id = $1", conference_id
+        )
+        events = await connection.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_id = $1", adjustment.event_id
+        )
+    finally:
+        await connection.close()
+    assert price == Decimal("0.100000") and events == 1
