@@ -430,6 +430,18 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         call = match_call(participant, report.calls)
         if call is None:
             continue
+        if call.price is not None and not storable_price(call.price):
+            # The ledger would round it: the call stays unsettled (and the conference ends
+            # unresolved at its deadline) rather than be billed at a price the provider did
+            # not send.
+            metrics.PRICES_REFUSED.labels(source="poll").inc()
+            log.error(
+                "price_refused",
+                conference_id=str(conference.id),
+                position=participant.position,
+                price=str(call.price),
+            )
+            continue
         if not is_known_call_status(call.status):
             log.warning("unknown_call_status", conference_id=str(conference.id), status=call.status)
         changed = call.status != participant.provider_status

@@ -458,3 +458,18 @@ async def test_a_poll_yields_to_dials_until_it_has_waited_its_cap(
     clock.advance((row.next_action_at - clock()).total_seconds() + TIMING.poll_max)
     await step(deps, store)  # it waited its cap for its turn: it goes ahead
     assert budget.urgencies[-1] is Urgency.DIAL
+
+
+async def test_a_price_the_ledger_would_round_is_refused_not_billed(
+    deps: WorkerDeps, store: FakeConferenceStore, provider: FakeProvider, clock: FakeClock
+) -> None:
+    cmd = command("4832830151")
+    await accept_command(store, cmd, clock())
+    await step(deps, store)
+    provider.finish_all(talk=42, price="0.1234567")  # seven places: numeric(18, 6) rounds it
+    clock.advance(TIMING.poll_max)
+    await step(deps, store)
+
+    [participant] = store.conference(cmd.conference_id).participants
+    assert participant.price is None and not participant.is_settled
+    assert store.conference(cmd.conference_id).status is ConferenceStatus.IN_PROGRESS
