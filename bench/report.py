@@ -194,6 +194,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                  f"{p['dials_per_participant_max']}; peak requests in a second "
                  f"{_peak(p['provider_peak_requests_in_1s'], rate)}", "", "", "", ""),
             ]  # fmt: skip
+    ring = results.get("ring")
+    if ring:
+        out += _ring_rows(ring)
     sched = results.get("schedule")
     if sched:
         small, large = sched["labels"]
@@ -222,6 +225,62 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              f"{small} {s['worker']['polls_per_s']:,.0f}", "", "", ""),
         ]  # fmt: skip
     return out
+
+
+def _ring_rows(ring: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """Per load: 202 -> first dial, polls per conference, 202 -> final, urgency beside fifo."""
+    st = ring["settings"]
+    targets = st["targets"]
+    worse = targets["no_worse_than_fifo"]
+    out: list[tuple[str, str, str, str, str, str]] = []
+    for pct, load in ring["loads"].items():
+        new, base = load["passes"]["urgency"], load["passes"]["fifo"]
+        r = load["ratios"]
+        at = f"{pct} % ({new['offered_per_s']}/s, 1 worker, {st['max_rps']}/s)"
+        fd, fd0 = new["answer_202_to_first_dial_ms"], base["answer_202_to_first_dial_ms"]
+        limit = targets["first_dial_p99_ms"][pct]
+        fin, fin0 = new["answer_202_to_final_ms"], base["answer_202_to_final_ms"]
+        final_ok = [x for x in (r["final_p50"], r["final_p99"]) if x is not None]
+        out += [
+            (f"ring: 202 -> first dial p50 / p99 ms at {at}", _first_dial(fd),
+             f"fifo {_first_dial(fd0)}", _n(r["first_dial_p99"], ".3f"), f"p99 <= {limit:,}",
+             _status(fd["p99"], limit, False) + _unfinished(new)),
+            (f"ring: polls/conference at {pct} %", f"{new['polls_per_conference']}",
+             f"fifo {base['polls_per_conference']}", _n(r["polls_per_conference"], ".3f"),
+             f"<= {worse} x fifo", _status(r["polls_per_conference"], worse, False)),
+            (f"ring: 202 -> final p50 / p99 ms at {pct} %", f"{fin['p50']} / {fin['p99']}",
+             f"fifo {fin0['p50']} / {fin0['p99']}",
+             f"{_n(r['final_p50'], '.3f')} / {_n(r['final_p99'], '.3f')}", f"<= {worse} x fifo",
+             _status(max(final_ok), worse, False) if len(final_ok) == 2 else "n/a"),
+            (f"ring: 202 -> accept, accept -> first dial p99 ms at {pct} %",
+             f"{new['answer_202_to_accept_ms']['p99']}, {new['accept_to_first_dial_ms']['p99']}",
+             f"fifo {base['answer_202_to_accept_ms']['p99']}, "
+             f"{base['accept_to_first_dial_ms']['p99']}", "", "", ""),
+            (f"ring: budget queue, requests/conference at {pct} %",
+             _ring_queue(new, st["max_rps"]), "fifo " + _ring_queue(base, st["max_rps"]),
+             "", "", ""),
+        ]  # fmt: skip
+    return out
+
+
+def _ring_queue(p: dict[str, Any], rate: float) -> str:
+    """'wait 41 ms mean, 3% > 250 ms, 0 refused; 8.0 req/conf; peak 20/s' (and the statuses
+    when not every conference completed)."""
+    q = p["budget_queue"]
+    text = (
+        f"wait {_n(q.get('mean_wait_ms'), '.0f')} ms mean, "
+        f"{_n(q.get('share_over_250ms'), '.0%')} > 250 ms, {q.get('refused', '?')} refused; "
+        f"{p['provider_requests_per_conference']} req/conf; peak "
+        f"{_peak(p['provider_peak_requests_in_1s'], rate)}/s"
+    )
+    if set(p["statuses"]) != {"completed"} or not p["all_final"]:
+        text += "; " + ", ".join(f"{k} {v}" for k, v in p["statuses"].items())
+    return text
+
+
+def _unfinished(p: dict[str, Any]) -> str:
+    """' (not all final)' when some conference of the pass never reached a final state."""
+    return "" if p["all_final"] else " (not all final)"
 
 
 def _peak(peak: dict[str, int], rate: float) -> str:
@@ -390,7 +449,10 @@ def benchmarks_md(results: dict[str, Any], results_dir: Path, json_name: str) ->
         "schedule claim p99 ≤ 20 ms at 100k in flight, 100k/10k claim-latency ratio ≤ 1.5, "
         "worker RSS ≤ 250 MB at 100k in flight; under a provider budget (TOTALVOICE_MAX_RPS=5 "
         "shared by 1 or 3 workers) a burst settles at ≥ 0.9 of the budget's ideal rate with "
-        "≤ 0.05 dial resolutions per participant.\n",
+        "≤ 0.05 dial resolutions per participant; with one worker at TOTALVOICE_MAX_RPS=20, "
+        "202 → first dial p99 ≤ 300 ms at 50 % of the budget's conference capacity and ≤ 1 s "
+        "at 90 %, with polls per conference and 202 → final no more than 10 % above the "
+        "first-come baseline's (TOTALVOICE_BUDGET_ORDER=fifo) in the same run.\n",
     ]
     ing = results.get("ingress")
     if ing:
@@ -464,6 +526,41 @@ def benchmarks_md(results: dict[str, Any], results_dir: Path, json_name: str) ->
                 f"accept → final ms {p['accept_to_final_ms']}; 202 → first dial ms "
                 f"{p['answer_202_to_first_dial_ms']}; worker CPU {p['worker_cpu_s']} s."
             )
+        sections.append("")
+    ring = results.get("ring")
+    if not ring:
+        sections.append(
+            "How soon the phone rings under a provider budget (phase 4 of the method, `ring`) "
+            "was not part of this run.\n"
+        )
+    if ring:
+        st = ring["settings"]
+        sections.append("### How soon the phone rings details\n")
+        sections.append(
+            f"Capacity {st['capacity_per_s']} conferences/s = {st['max_rps']} requests/s / "
+            f"{sum(st['requests_per_conference'].values())} requests per conference "
+            f"({st['requests_per_conference']}); {st['warmup_seconds']} s of warm-up, then "
+            f"{st['seconds']} s measured, per pass.\n"
+        )
+        for pct, load in ring["loads"].items():
+            for order, p in load["passes"].items():
+                sections.append(
+                    f"- **{pct} %, {order}** ({p['offered_per_s']}/s offered): {p['posted']} "
+                    f"conferences posted, {p['measured']} measured (generator "
+                    f"{p['generator']}); statuses {p['statuses']}; 202 → first dial ms "
+                    f"{p['answer_202_to_first_dial_ms']}; 202 → accept ms "
+                    f"{p['answer_202_to_accept_ms']}; accept → first dial ms "
+                    f"{p['accept_to_first_dial_ms']}; polls per conference "
+                    f"{p['polls_per_conference']}; 202 → final ms {p['answer_202_to_final_ms']}; "
+                    f"accept → final ms {p['accept_to_final_ms']}; provider requests per "
+                    f"conference {p['provider_requests_by_endpoint_per_conference']}, refusals "
+                    f"{p['provider_refusals']}, at most "
+                    f"{p['provider_peak_requests_in_1s']['calendar_second']} in a calendar second "
+                    f"and {p['provider_peak_requests_in_1s']['sliding_1s']} in any 1 s window; "
+                    f"budget queue {p['budget_queue']}; `provider_budget_exhausted` lines "
+                    f"{p['provider_budget_exhausted_lines']}; warnings and errors "
+                    f"{p['worker_log_problems'] or 'none'}; worker CPU {p['worker_cpu_s']} s."
+                )
         sections.append("")
     sched = results.get("schedule")
     if sched:
@@ -580,7 +677,36 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
    reported: the most provider requests received in one calendar second and in any sliding
    1 s window (from the request log's `received_at`), the largest number of dials of one
    number, and the warnings and errors the workers logged.
-4. **Poll schedule** — two databases, one with 10k and one with 100k conferences, each
+4. **How soon the phone rings** (`ring`, issue 16) — ONE worker with `TOTALVOICE_MAX_RPS=20`
+   against the simulator, fed an open loop of 2-participant conferences at 50 % and at 90 % of
+   the budget's conference capacity, once with `TOTALVOICE_BUDGET_ORDER=urgency` (dials first,
+   then creates, ends, polls) and once with `fifo` (one first-come queue: the baseline), the
+   four passes in one run, the order that goes first alternating (ABBA). Polling is
+   production's default, `WEBHOOKS_ENABLED=false`, so that polls are the traffic a dial
+   competes with; time scale 10, every worker timing production / 10 (`POLL_FIRST_SECONDS`
+   0.5, `POLL_MAX_SECONDS` 6, `CLAIM_LEASE_SECONDS` 6): a conference lives about 8 s, so each
+   pass reaches its steady state, while a poll interval stays 10-120 times the budget's
+   50 ms spacing. Capacity is computed from the scenario (`bench/scenario-ring.json`:
+   answered, the call over 50 s simulated after its dial, `auto_end_conference` false): the
+   ±20 % jittered backoff (5, 10, 20, 40 s) puts the third poll at most 42 s after the dials
+   and the fourth at least 60 s after them, so a conference needs exactly 1 create + 2 dials
+   + 4 polls + 1 DELETE = 8 requests, and the budget serves 20 / 8 = 2.5 conferences/s; each
+   pass's ledger checks the 8. Each pass has its own simulator, database, topics, api and
+   worker; once the worker has logged `provider_budget_shared`, conferences are POSTed at a
+   fixed rate whatever the answers (request i scheduled at start + i / rate, its own task; the
+   generator's send lag is reported) for 8 s of warm-up, not measured, then 32 s measured
+   (40 conferences at 50 %, 72 at 90 %: at these counts p99 is the largest figure). 202 →
+   first dial: from the 202 (client side, as in the pipeline phase) to the `received_at` of
+   the conference's first `POST /conferencia/{id}` in the simulator's request log, split into
+   202 → `accepted_at` (the command reaching the worker) and `accepted_at` → first dial (the
+   dialer and the budget). Polls per conference: `conference.poll_count`; 202 → final: the
+   202 to `finalized_at`; both compared with the fifo pass at the same load (target ratio
+   ≤ 1.1, the p50 and the p99 of 202 → final both). The budget's queue over the measured
+   window: `conference_provider_budget_wait_seconds` (mean, share over 250 ms) and
+   `conference_provider_budget_refused_total` scraped from the worker's `METRICS_PORT`,
+   `provider_budget_exhausted` lines in its log, the most requests the simulator received in
+   a calendar second.
+5. **Poll schedule** — two databases, one with 10k and one with 100k conferences, each
    inserted with one `INSERT … SELECT generate_series` (status `in_progress`, `next_action_at`
    uniform over now ± 60 s, 2 dialed participants each), then `VACUUM ANALYZE`. Claim
    latency: `PostgresStore.claim_due` itself (batch 50, lease 60 s, the service's
@@ -597,13 +723,13 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
 
 REPRODUCE = """\
 ```sh
-make bench                      # stack-up, then .venv/bin/python -m bench
-.venv/bin/python -m bench --only budget         # one phase (ingress, pipeline, budget, schedule)
-.venv/bin/python -m bench --quick               # shorter phases, for trying the harness
+make bench                              # stack-up, then .venv/bin/python -m bench
+.venv/bin/python -m bench --only ring   # one phase: ingress, pipeline, budget, ring, schedule
+.venv/bin/python -m bench --quick       # shorter phases, for trying the harness
 ```
 
 Needs the local stack (`make stack-up`) and wrk (installed with apt-get when missing). A full
-run takes about 7 minutes on 2 cores and writes `bench/results/<run>.json`, the flame graphs
+run takes about 11 minutes on 2 cores and writes `bench/results/<run>.json`, the flame graphs
 `bench/results/<run>-*.svg` and this file; process logs and py-spy's collapsed stacks go to
 `bench/results/<run>-work/` (ignored by git). A run with `--only` or `--quick` writes
 everything into its work folder and leaves this file alone. Other engineers' tests share the

@@ -1,7 +1,7 @@
-"""`python -m bench`: run the four phases against the local stack, print one table, write
+"""`python -m bench`: run the five phases against the local stack, print one table, write
 bench/results/<stamp>.json and BENCHMARKS.md. See BENCHMARKS.md for what each figure means.
 
-    python -m bench [--only ingress,pipeline,budget,schedule] [--quick] [--keep]
+    python -m bench [--only ingress,pipeline,budget,ring,schedule] [--quick] [--keep]
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from bench import report
 from bench.budget import run_budget
 from bench.ingress import ensure_wrk, run_ingress
 from bench.pipeline import run_pipeline
+from bench.ring import run_ring
 from bench.schedule import run_schedule
 from bench.stack import BENCH, Run, connect_admin, start_simulator, wait_http, wait_stack
 
-PHASES = ("ingress", "pipeline", "budget", "schedule")
+PHASES = ("ingress", "pipeline", "budget", "ring", "schedule")
 
 CONFIG: dict[str, dict[str, Any]] = {
     "ingress": {
@@ -52,6 +53,20 @@ CONFIG: dict[str, dict[str, Any]] = {
         "time_scale": 60,
         "lease_seconds": 10,
     },
+    # How soon the phone rings (issue 16): ONE worker, TOTALVOICE_MAX_RPS=20, an open loop of
+    # 2-participant conferences at 50 % and 90 % of the budget's conference capacity (20 / 8
+    # requests = 2.5/s), urgency order and fifo baseline: 4 passes of 8 + 32 s, ~4 minutes.
+    "ring": {
+        "max_rps": 20,
+        "loads": [0.5, 0.9],
+        "warmup_seconds": 8,
+        "seconds": 32,
+        "drain_seconds": 60,
+        "time_scale": 10,
+        # p99 of 202 -> first dial (ms) by load; polls/conference and 202 -> final at most
+        # this many times the fifo baseline's.
+        "targets": {"first_dial_p99_ms": {"50": 300, "90": 1000}, "no_worse_than_fifo": 1.1},
+    },
     "schedule": {
         "sizes": [10_000, 100_000],
         "claims": 300,
@@ -72,6 +87,7 @@ QUICK = {
     },
     "pipeline": {"conferences": 200, "profile_conferences": 100},
     "budget": {"conferences": 24},
+    "ring": {"warmup_seconds": 4, "seconds": 10},
     "schedule": {"claims": 90, "idle_claims": 30, "polls_seconds": 3, "rss_seconds": 6},
 }
 
@@ -127,6 +143,9 @@ async def bench(
         if "budget" in phases:
             # Its own simulator, api and workers per configuration (bench/budget.py).
             results["budget"] = await run_budget(run, config["budget"])
+        if "ring" in phases:
+            # Its own simulator, api and worker per order and load (bench/ring.py).
+            results["ring"] = await run_ring(run, config["ring"])
         if "schedule" in phases:
             if sim_url is None:
                 sim, sim_url = start_simulator(
