@@ -691,18 +691,20 @@ stack, starts real processes (`python -m service api|worker`, the simulator app)
    ±20 % jittered backoff (5, 10, 20, 40 s) puts the third poll at most 42 s after the dials
    and the fourth at least 60 s after them, so a conference needs exactly 1 create + 2 dials
    + 4 polls + 1 DELETE = 8 requests, and the budget serves 20 / 8 = 2.5 conferences/s; each
-   pass's ledger checks the 8. Each pass has its own simulator, database, topics, api and
-   worker; once the worker has logged `provider_budget_shared`, conferences are POSTed at a
-   fixed rate whatever the answers (request i scheduled at start + i / rate, its own task; the
-   generator's send lag is reported) for 8 s of warm-up, not measured, then 32 s measured
+   pass's ledger checks the 8 (a poll the budget delayed by more than the margin can make it
+   one fewer). Each pass has its own simulator, database, topics, api and worker; once the
+   worker has logged `provider_budget_shared`, conferences are POSTed at a fixed rate whatever
+   the answers (request i scheduled at start + i / rate, its own task; the generator's send
+   lag is reported) for 8 s of warm-up, not measured, then 32 s measured
    (40 conferences at 50 %, 72 at 90 %: at these counts p99 is the largest figure). 202 →
    first dial: from the 202 (client side, as in the pipeline phase) to the `received_at` of
    the conference's first `POST /conferencia/{id}` in the simulator's request log, split into
-   202 → `accepted_at` (the command reaching the worker) and `accepted_at` → first dial (the
-   dialer and the budget). Polls per conference: `conference.poll_count`; 202 → final: the
-   202 to `finalized_at`; both compared with the fifo pass at the same load (target ratio
-   ≤ 1.1, the p50 and the p99 of 202 → final both). The budget's queue over the measured
-   window: `conference_provider_budget_wait_seconds` (mean, share over 250 ms) and
+   202 → `accepted_at` (the command reaching the worker; it can be slightly negative, since
+   the worker may accept the command before the 202 reaches the client) and `accepted_at` →
+   first dial (the dialer and the budget). Polls per conference: `conference.poll_count`;
+   202 → final: the 202 to `finalized_at`; both compared with the fifo pass at the same load
+   (target ratio ≤ 1.1, the p50 and the p99 of 202 → final both). The budget's queue over the
+   measured window: `conference_provider_budget_wait_seconds` (mean, share over 250 ms) and
    `conference_provider_budget_refused_total` scraped from the worker's `METRICS_PORT`,
    `provider_budget_exhausted` lines in its log, the most requests the simulator received in
    a calendar second.
