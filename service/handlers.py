@@ -348,12 +348,13 @@ async def _read_conference(
         for p in conference.participants
         if p.dial_state in (DialState.DIALING, DialState.DIALED) and not p.is_settled
     ]
-    # Missing from the answer, or about to be billed without the id that names its call.
+    # Missing from the answer, or about to be billed without the id that names its call (the
+    # one a dial answered may not be it).
     wanting = [
         p
         for p in unsettled
         if (call := match_call(p, report.calls)) is None
-        or (call.is_settled and call.call_id is None and p.provider_call_id is None)
+        or (call.is_settled and call.call_id is None)
     ]
     if not wanting:
         return report

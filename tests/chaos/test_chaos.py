@@ -238,16 +238,21 @@ async def test_provider_5xx_and_429_storms(lane: Lane) -> None:
         assert (
             await sim.put("/_simulator/scenario", json={**SCENARIO, "errors": storm})
         ).status_code == 200
-        lane.start_worker()
+        await lane.ready(lane.start_worker())
         async with lane.api() as api:
             accepted = await create_conferences(api, bodies(12))
-        await asyncio.sleep(3)
+
+        async def stormed() -> dict[str, int] | None:
+            statuses = (await sim.get("/_simulator/ledger")).json()["requests"]
+            faults = {
+                code: sum(int(by_status.get(code, 0)) for by_status in statuses.values())
+                for code in ("429", "500", "502")
+            }
+            return faults if all(faults.values()) else None
+
+        # The storm lasts until the worker has met each kind of fault, then it clears.
+        faults = await eventually(stormed, 60, "the worker to meet every kind of fault")
         assert (await sim.put("/_simulator/scenario", json=SCENARIO)).status_code == 200
-        statuses = (await sim.get("/_simulator/ledger")).json()["requests"]
-    faults = {
-        code: sum(int(by_status.get(code, 0)) for by_status in statuses.values())
-        for code in ("429", "500", "502")
-    }
     print(f"chaos[5xx/429 storm]: provider answered {faults}")
     assert all(faults.values())
     await check_invariants(lane, accepted, "5xx/429 storm")
