@@ -102,6 +102,16 @@ class ApiSettings(_Group):
     webhook_max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     # Below DATABASE_POOL_MAX: a webhook flood must leave connections to the conference routes.
     webhook_max_concurrency: int = Field(default=4, ge=1)
+    # The server's bounds (service/entrypoints/http_server.py); README, "Limits at the edge",
+    # shows the memory they allow at most.
+    api_max_connections: int = Field(default=1000, ge=1)
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    api_max_headers: int = Field(default=100, ge=10)
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A body not fully read by then is cut with 408: a slow client holds nothing for long.
+    api_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Short: a provider sends its callback in one go, and a webhook slot waits on nothing else.
+    webhook_body_timeout_seconds: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _tokens_present(self) -> ApiSettings:
