@@ -101,6 +101,7 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
             tokens_by_caller=api.tokens_by_caller(),
             webhook_secret=api.webhook_secret.get_secret_value(),
             webhook_debounce_seconds=api.webhook_debounce_seconds,
+            webhook_nudge_interval_seconds=api.webhook_nudge_interval_seconds,
             max_body_bytes=api.max_body_bytes,
             limits=ApiLimits.from_settings(api),
             clock=utc_now,

@@ -207,10 +207,13 @@ class WebhookInbox(Protocol):
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         """Keep a provider callback and, unless `look_in` is None, make its conference due that
-        many seconds from now (a short debounce lets a burst of callbacks share one poll).
-        True when it is ours; unknown ids are kept for later correlation."""
+        many seconds from now (a short debounce lets a burst of callbacks share one poll), if
+        it is in progress and no nudge came within `nudge_interval` seconds; else no earlier
+        than `nudge_interval` after the last. One pending nudge per conference, whatever
+        arrives. True when it is ours; unknown ids are kept for later correlation."""
 
 
 class ConferenceStore(Protocol):

@@ -93,6 +93,8 @@ class ApiSettings(_Group):
     api_tokens_file: Path | None = None
     webhook_secret: SecretStr
     webhook_debounce_seconds: float = Field(default=1.0, ge=0)
+    # At most one webhook-made poll per conference this often, however many callbacks arrive.
+    webhook_nudge_interval_seconds: float = Field(default=5.0, ge=0)
     max_body_bytes: int = 64 * 1024
     # Admission, per api process (see service/entrypoints/limits.py).
     caller_rate_limit_per_second: float = Field(default=50.0, gt=0)

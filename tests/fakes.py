@@ -110,6 +110,7 @@ class FakeConferenceStore:
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         for row in self.rows.values():
             if (

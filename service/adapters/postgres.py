@@ -730,29 +730,51 @@ class PostgresStore:
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         async with self._acquire() as connection, connection.transaction():
-            conference_id = await connection.fetchval(
+            # One pending nudge per conference, whatever arrives: only a conference in progress
+            # (the poller's) is nudged, a final one (next_action_at NULL) never. After a nudge,
+            # the next is not due before `nudge_interval` has passed; while a poll holds the
+            # lease, nudged_at asks for one poll more (see `save`) unless one was asked lately.
+            row = await connection.fetchrow(
                 """
-                UPDATE conference
-                   SET nudged_at = CASE WHEN $3::float8 IS NULL THEN nudged_at ELSE now() END,
-                       next_action_at = CASE
-                           WHEN $3::float8 IS NULL THEN next_action_at
-                           WHEN leased_until IS NOT NULL AND leased_until >= now()
-                           THEN next_action_at
-                           ELSE least(next_action_at, now() + make_interval(secs => $3::float8))
-                           END
-                 WHERE id = (
-                        SELECT coalesce(
-                            (SELECT id FROM conference WHERE provider_conference_id = $1),
-                            (SELECT conference_id FROM participant WHERE provider_call_id = $2)))
-                   AND next_action_at IS NOT NULL
-                RETURNING id
+                WITH target AS (
+                    SELECT coalesce(
+                        (SELECT id FROM conference WHERE provider_conference_id = $1),
+                        (SELECT conference_id FROM participant WHERE provider_call_id = $2)) AS id
+                ), nudge AS (
+                    SELECT c.id,
+                           c.leased_until IS NOT NULL AND c.leased_until >= now() AS leased,
+                           c.nudged_at IS NULL
+                               OR c.nudged_at <= now() - make_interval(secs => $4::float8)
+                               AS fresh
+                      FROM conference c JOIN target ON c.id = target.id
+                     WHERE $3::float8 IS NOT NULL AND c.status = 'in_progress'
+                       AND c.next_action_at IS NOT NULL
+                       FOR UPDATE OF c
+                ), nudged AS (
+                    UPDATE conference c
+                       SET nudged_at = CASE WHEN nudge.leased AND NOT nudge.fresh
+                                            THEN c.nudged_at ELSE now() END,
+                           next_action_at = CASE
+                               WHEN nudge.leased THEN c.next_action_at
+                               WHEN nudge.fresh
+                               THEN least(c.next_action_at, now() + make_interval(secs => $3))
+                               ELSE least(c.next_action_at,
+                                          c.nudged_at + make_interval(secs => $4::float8))
+                               END
+                      FROM nudge
+                     WHERE c.id = nudge.id
+                )
+                SELECT id FROM target
                 """,
                 provider_conference_id,
                 provider_call_id,
                 look_in,
+                nudge_interval,
             )
+            conference_id = None if row is None else row["id"]
             await connection.execute(
                 """
                 INSERT INTO provider_webhook

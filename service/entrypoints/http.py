@@ -72,6 +72,7 @@ class ApiDeps:
     tokens_by_caller: dict[str, str]
     webhook_secret: str
     webhook_debounce_seconds: float = 1.0
+    webhook_nudge_interval_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     draining: bool = False
@@ -308,6 +309,7 @@ class _Api:
                 call_ref,
                 body,
                 look_in=None if joined else self.deps.webhook_debounce_seconds,
+                nudge_interval=self.deps.webhook_nudge_interval_seconds,
             ),
             "record_webhook",
         )
