@@ -31,6 +31,7 @@ from service.handlers import ReconcileDeps, Timing, WorkerDeps
 from service.logging import get_logger
 from service.settings import (
     ApiSettings,
+    CallerSettings,
     DatabaseSettings,
     EventsTopicSettings,
     KafkaSettings,
@@ -151,6 +152,8 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
     kafka = load(KafkaSettings)
     provider_settings = load(ProviderSettings)
     worker = load(WorkerSettings)
+    # Only the names: the consumer accepts commands for the api's callers and no others.
+    callers = load(CallerSettings).callers() if "dial" in roles else frozenset()
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store(stack, kafka))
         provider = _provider_client(provider_settings)
@@ -172,6 +175,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 KafkaDeadLetters(producer, kafka.kafka_dlq_topic),
                 store,
                 utc_now,
+                callers=callers,
             )
         deps = WorkerDeps(
             store=store,

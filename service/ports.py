@@ -165,6 +165,11 @@ class CommandRefusedByStore(Exception):
     out of its column's range): the same command will always be refused, so it is not retried."""
 
 
+class CommandIdReused(CommandRefusedByStore):
+    """The command id (or conference id) is taken by a conference of another caller + key: not
+    a redelivery nor a retry, so nothing of it is stored."""
+
+
 class IngressStore(Protocol):
     async def remember(
         self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
@@ -220,6 +225,7 @@ class ConferenceStore(Protocol):
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         """Insert the conference, its participants and its first event in one transaction;
         False when the command (by id, or by caller + idempotency key) is known already;
+        `CommandIdReused` when its command id or conference id belongs to another command, and
         `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
 
     async def claim_due(

@@ -88,9 +88,40 @@ class ProviderSettings(_Group):
     totalvoice_read_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class ApiSettings(_Group):
+class CallerSettings(_Group):
+    """The callers and their tokens: the api authenticates with them, and the worker accepts
+    commands only for their names (it never needs, logs or compares the tokens)."""
+
     api_tokens: SecretStr | None = None
     api_tokens_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tokens_present(self) -> CallerSettings:
+        if not self.api_tokens and not self.api_tokens_file:
+            raise ValueError("API_TOKENS or API_TOKENS_FILE must be set")
+        return self
+
+    def tokens_by_caller(self) -> dict[str, str]:
+        """`name:token,name:token` from API_TOKENS, or one pair a line from API_TOKENS_FILE."""
+        if self.api_tokens_file is not None:
+            raw = self.api_tokens_file.read_text().replace("\n", ",")
+        else:
+            raw = self.api_tokens.get_secret_value() if self.api_tokens else ""
+        tokens: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in raw.split(","))):
+            name, sep, token = pair.partition(":")
+            if not sep or not name.strip() or not token.strip():
+                raise SettingsError("API_TOKENS: every entry must be name:token")
+            tokens[name.strip()] = token.strip()
+        if not tokens:
+            raise SettingsError("API_TOKENS: no caller configured")
+        return tokens
+
+    def callers(self) -> frozenset[str]:
+        return frozenset(self.tokens_by_caller())
+
+
+class ApiSettings(CallerSettings):
     webhook_secret: SecretStr
     webhook_debounce_seconds: float = Field(default=1.0, ge=0)
     # At most one webhook-made poll per conference this often, however many callbacks arrive.
@@ -114,28 +145,6 @@ class ApiSettings(_Group):
     api_body_timeout_seconds: float = Field(default=10.0, gt=0)
     # Short: a provider sends its callback in one go, and a webhook slot waits on nothing else.
     webhook_body_timeout_seconds: float = Field(default=2.0, gt=0)
-
-    @model_validator(mode="after")
-    def _tokens_present(self) -> ApiSettings:
-        if not self.api_tokens and not self.api_tokens_file:
-            raise ValueError("API_TOKENS or API_TOKENS_FILE must be set")
-        return self
-
-    def tokens_by_caller(self) -> dict[str, str]:
-        """`name:token,name:token` from API_TOKENS, or one pair a line from API_TOKENS_FILE."""
-        if self.api_tokens_file is not None:
-            raw = self.api_tokens_file.read_text().replace("\n", ",")
-        else:
-            raw = self.api_tokens.get_secret_value() if self.api_tokens else ""
-        tokens: dict[str, str] = {}
-        for pair in filter(None, (p.strip() for p in raw.split(","))):
-            name, sep, token = pair.partition(":")
-            if not sep or not name.strip() or not token.strip():
-                raise SettingsError("API_TOKENS: every entry must be name:token")
-            tokens[name.strip()] = token.strip()
-        if not tokens:
-            raise SettingsError("API_TOKENS: no caller configured")
-        return tokens
 
 
 class WorkerSettings(_Group):

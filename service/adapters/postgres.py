@@ -17,6 +17,7 @@ from service.domain.commands import ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
 from service.domain.events import PendingEvent, envelope, money
 from service.ports import (
+    CommandIdReused,
     CommandRefusedByStore,
     ConferenceFilter,
     Finding,
@@ -24,6 +25,8 @@ from service.ports import (
     OutboxMessage,
     PrunableHistory,
 )
+
+_REUSED = "the command id or conference id belongs to another command"
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -387,6 +390,23 @@ class PostgresStore:
                 " FOR UPDATE",
                 command.conference_id,
             )
+            # A redelivery, or a retry, has the caller and key of the conference holding its id.
+            # One that shares only an id is another command: it must not leave its key behind.
+            taken = await connection.fetchrow(
+                """
+                SELECT id, command_id, caller, idempotency_key FROM conference
+                 WHERE command_id = $1 OR id = $2 LIMIT 1
+                """,
+                command.command_id,
+                command.conference_id,
+            )
+            if taken is not None:
+                if (taken["caller"], taken["idempotency_key"]) != (
+                    command.caller,
+                    command.idempotency_key,
+                ):
+                    raise CommandIdReused(_REUSED)
+                return False
             fresh_key = await connection.fetchval(
                 """
                 INSERT INTO command_key (caller, idempotency_key, command_id)
@@ -421,7 +441,9 @@ class PostgresStore:
                 cancel_requested_at,
             )
             if row is None:
-                return False
+                # Another command took an id between the check and the insert; raising rolls
+                # back the key this one stored.
+                raise CommandIdReused(_REUSED)
             await connection.executemany(
                 """
                 INSERT INTO participant (conference_id, position, number, caller_id, record)
