@@ -254,7 +254,10 @@ async def pipeline_pass(
     ids = [uuid.UUID(i) for i in answered]
     sim_cpu_before = sim.cpu_seconds()
     started = time.time()
-    worker = run.start_service(f"worker-{lane}", ["worker"], env)
+    # The worker accepts commands only for the api's callers: the same list as the api's.
+    worker = run.start_service(
+        f"worker-{lane}", ["worker"], {**env, "API_TOKENS": preload_tokens()}
+    )
     # CPU and samples from the moment it runs, not while it imports.
     await wait_logged(worker, b"worker_started", 60)
     cpu_at_start, running = worker.cpu_seconds(), time.time()

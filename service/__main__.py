@@ -127,6 +127,8 @@ async def _serve_api(host: str, port: int) -> int:
 
     from service.bootstrap import api_deps
     from service.entrypoints.http import create_app
+    from service.entrypoints.http_server import HttpBounds, bounded_protocol
+    from service.settings import ApiSettings
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM, /readyz turns 503 first; the server stops accepting only after
@@ -144,6 +146,7 @@ async def _serve_api(host: str, port: int) -> int:
     log = get_logger(__name__)
     drain_seconds = float(os.environ.get("API_DRAIN_SECONDS", "2"))
     loop = asyncio.get_running_loop()
+    bounds = HttpBounds.from_settings(load(ApiSettings))
     async with api_deps() as deps:
         server = DrainingServer(
             uvicorn.Config(
@@ -152,7 +155,8 @@ async def _serve_api(host: str, port: int) -> int:
                 port=port,
                 log_config=None,
                 access_log=False,
-                http="httptools",
+                # httptools, bounded: header size, count and read time (http_server.py).
+                http=bounded_protocol(bounds),
                 lifespan="off",
                 timeout_graceful_shutdown=20,
             )

@@ -31,6 +31,7 @@ from service.handlers import ReconcileDeps, Timing, WorkerDeps
 from service.logging import get_logger
 from service.settings import (
     ApiSettings,
+    CallerSettings,
     DatabaseSettings,
     EventsTopicSettings,
     KafkaSettings,
@@ -101,6 +102,7 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
             tokens_by_caller=api.tokens_by_caller(),
             webhook_secret=api.webhook_secret.get_secret_value(),
             webhook_debounce_seconds=api.webhook_debounce_seconds,
+            webhook_nudge_interval_seconds=api.webhook_nudge_interval_seconds,
             max_body_bytes=api.max_body_bytes,
             limits=ApiLimits.from_settings(api),
             clock=utc_now,
@@ -153,6 +155,8 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
     kafka = load(KafkaSettings)
     provider_settings = load(ProviderSettings)
     worker = load(WorkerSettings)
+    # Only the names: the consumer accepts commands for the api's callers and no others.
+    callers = load(CallerSettings).callers() if "dial" in roles else frozenset()
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store(stack, kafka))
         provider = _provider_client(provider_settings)
@@ -175,6 +179,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 KafkaDeadLetters(producer, kafka.kafka_dlq_topic),
                 store,
                 utc_now,
+                callers=callers,
                 on_accepted=dial_wakeup.set,
             )
         deps = WorkerDeps(

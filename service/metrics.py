@@ -17,7 +17,13 @@ COMMANDS_CONSUMED = Counter(
 )
 CONSUMER_LAG = Gauge(
     "conference_consumer_lag",
-    "Commands on the topic not yet consumed, by partition.",
+    "Commands on the topic not yet committed by the group (end offset - committed offset), "
+    "by partition.",
+    ["topic", "partition"],
+)
+CONSUMER_COMMITTED_OFFSET = Gauge(
+    "conference_consumer_committed_offset",
+    "The group's committed offset, by partition: flat while commands wait means it is stuck.",
     ["topic", "partition"],
 )
 PROVIDER_REQUESTS = Histogram(

@@ -182,6 +182,11 @@ class CommandRefusedByStore(Exception):
     out of its column's range): the same command will always be refused, so it is not retried."""
 
 
+class CommandIdReused(CommandRefusedByStore):
+    """The command id (or conference id) is taken by a conference of another caller + key: not
+    a redelivery nor a retry, so nothing of it is stored."""
+
+
 class IngressStore(Protocol):
     async def remember(
         self, caller: str, idempotency_key: str, body_sha256: str, command: ConferenceCommand
@@ -224,16 +229,20 @@ class WebhookInbox(Protocol):
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         """Keep a provider callback and, unless `look_in` is None, make its conference due that
-        many seconds from now (a short debounce lets a burst of callbacks share one poll).
-        True when it is ours; unknown ids are kept for later correlation."""
+        many seconds from now (a short debounce lets a burst of callbacks share one poll), if
+        it is in progress and no nudge came within `nudge_interval` seconds; else no earlier
+        than `nudge_interval` after the last. One pending nudge per conference, whatever
+        arrives. True when it is ours; unknown ids are kept for later correlation."""
 
 
 class ConferenceStore(Protocol):
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         """Insert the conference, its participants and its first event in one transaction;
         False when the command (by id, or by caller + idempotency key) is known already;
+        `CommandIdReused` when its command id or conference id belongs to another command, and
         `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
 
     async def claim_due(

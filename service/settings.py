@@ -91,23 +91,15 @@ class ProviderSettings(_Group):
     totalvoice_read_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class ApiSettings(_Group):
+class CallerSettings(_Group):
+    """The callers and their tokens: the api authenticates with them, and the worker accepts
+    commands only for their names (it never needs, logs or compares the tokens)."""
+
     api_tokens: SecretStr | None = None
     api_tokens_file: Path | None = None
-    webhook_secret: SecretStr
-    webhook_debounce_seconds: float = Field(default=1.0, ge=0)
-    max_body_bytes: int = 64 * 1024
-    # Admission, per api process (see service/entrypoints/limits.py).
-    caller_rate_limit_per_second: float = Field(default=50.0, gt=0)
-    caller_rate_limit_burst: int = Field(default=100, ge=1)
-    # At least 10: the most participants one conference may ask for.
-    caller_participants_per_minute: int = Field(default=600, ge=10)
-    webhook_max_body_bytes: int = Field(default=16 * 1024, ge=1024)
-    # Below DATABASE_POOL_MAX: a webhook flood must leave connections to the conference routes.
-    webhook_max_concurrency: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")
-    def _tokens_present(self) -> ApiSettings:
+    def _tokens_present(self) -> CallerSettings:
         if not self.api_tokens and not self.api_tokens_file:
             raise ValueError("API_TOKENS or API_TOKENS_FILE must be set")
         return self
@@ -127,6 +119,35 @@ class ApiSettings(_Group):
         if not tokens:
             raise SettingsError("API_TOKENS: no caller configured")
         return tokens
+
+    def callers(self) -> frozenset[str]:
+        return frozenset(self.tokens_by_caller())
+
+
+class ApiSettings(CallerSettings):
+    webhook_secret: SecretStr
+    webhook_debounce_seconds: float = Field(default=1.0, ge=0)
+    # At most one webhook-made poll per conference this often, however many callbacks arrive.
+    webhook_nudge_interval_seconds: float = Field(default=5.0, ge=0)
+    max_body_bytes: int = 64 * 1024
+    # Admission, per api process (see service/entrypoints/limits.py).
+    caller_rate_limit_per_second: float = Field(default=50.0, gt=0)
+    caller_rate_limit_burst: int = Field(default=100, ge=1)
+    # At least 10: the most participants one conference may ask for.
+    caller_participants_per_minute: int = Field(default=600, ge=10)
+    webhook_max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    # Below DATABASE_POOL_MAX: a webhook flood must leave connections to the conference routes.
+    webhook_max_concurrency: int = Field(default=4, ge=1)
+    # The server's bounds (service/entrypoints/http_server.py); README, "Limits at the edge",
+    # shows the memory they allow at most.
+    api_max_connections: int = Field(default=1000, ge=1)
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    api_max_headers: int = Field(default=100, ge=10)
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A body not fully read by then is cut with 408: a slow client holds nothing for long.
+    api_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Short: a provider sends its callback in one go, and a webhook slot waits on nothing else.
+    webhook_body_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class WorkerSettings(_Group):

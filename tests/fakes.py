@@ -25,6 +25,7 @@ from service.domain.conference import (
 from service.domain.events import PendingEvent
 from service.domain.ledger import Adjustment
 from service.ports import (
+    CommandIdReused,
     CommandRefusedByStore,
     IngressRecord,
     OutboxMessage,
@@ -114,6 +115,7 @@ class FakeConferenceStore:
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         for row in self.rows.values():
             if (
@@ -128,6 +130,13 @@ class FakeConferenceStore:
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         _refuse_what_postgres_cannot_store(command)
         key = (command.caller, command.idempotency_key)
+        taken = self.rows.get(command.conference_id) or next(
+            (r for r in self.rows.values() if r.conference.command_id == command.command_id), None
+        )
+        if taken is not None:
+            if (taken.conference.caller, taken.conference.idempotency_key) != key:
+                raise CommandIdReused("the command id or conference id belongs to another command")
+            return False
         if command.command_id in self.command_ids or key in self.keys:
             return False
         self.command_ids.add(command.command_id)

@@ -19,6 +19,7 @@ from service.domain.conference import Conference, ConferenceStatus, DialState, P
 from service.domain.events import PendingEvent, envelope, money
 from service.domain.ledger import Adjustment
 from service.ports import (
+    CommandIdReused,
     CommandRefusedByStore,
     ConferenceFilter,
     Finding,
@@ -26,6 +27,8 @@ from service.ports import (
     OutboxMessage,
     PrunableHistory,
 )
+
+_REUSED = "the command id or conference id belongs to another command"
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -414,6 +417,23 @@ class PostgresStore:
                 " FOR UPDATE",
                 command.conference_id,
             )
+            # A redelivery, or a retry, has the caller and key of the conference holding its id.
+            # One that shares only an id is another command: it must not leave its key behind.
+            taken = await connection.fetchrow(
+                """
+                SELECT id, command_id, caller, idempotency_key FROM conference
+                 WHERE command_id = $1 OR id = $2 LIMIT 1
+                """,
+                command.command_id,
+                command.conference_id,
+            )
+            if taken is not None:
+                if (taken["caller"], taken["idempotency_key"]) != (
+                    command.caller,
+                    command.idempotency_key,
+                ):
+                    raise CommandIdReused(_REUSED)
+                return False
             fresh_key = await connection.fetchval(
                 """
                 INSERT INTO command_key (caller, idempotency_key, command_id)
@@ -448,7 +468,9 @@ class PostgresStore:
                 cancel_requested_at,
             )
             if row is None:
-                return False
+                # Another command took an id between the check and the insert; raising rolls
+                # back the key this one stored.
+                raise CommandIdReused(_REUSED)
             await connection.executemany(
                 """
                 INSERT INTO participant (conference_id, position, number, caller_id, record)
@@ -804,29 +826,51 @@ class PostgresStore:
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         async with self._acquire() as connection, connection.transaction():
-            conference_id = await connection.fetchval(
+            # One pending nudge per conference, whatever arrives: only a conference in progress
+            # (the poller's) is nudged, a final one (next_action_at NULL) never. After a nudge,
+            # the next is not due before `nudge_interval` has passed; while a poll holds the
+            # lease, nudged_at asks for one poll more (see `save`) unless one was asked lately.
+            row = await connection.fetchrow(
                 """
-                UPDATE conference
-                   SET nudged_at = CASE WHEN $3::float8 IS NULL THEN nudged_at ELSE now() END,
-                       next_action_at = CASE
-                           WHEN $3::float8 IS NULL THEN next_action_at
-                           WHEN leased_until IS NOT NULL AND leased_until >= now()
-                           THEN next_action_at
-                           ELSE least(next_action_at, now() + make_interval(secs => $3::float8))
-                           END
-                 WHERE id = (
-                        SELECT coalesce(
-                            (SELECT id FROM conference WHERE provider_conference_id = $1),
-                            (SELECT conference_id FROM participant WHERE provider_call_id = $2)))
-                   AND next_action_at IS NOT NULL
-                RETURNING id
+                WITH target AS (
+                    SELECT coalesce(
+                        (SELECT id FROM conference WHERE provider_conference_id = $1),
+                        (SELECT conference_id FROM participant WHERE provider_call_id = $2)) AS id
+                ), nudge AS (
+                    SELECT c.id,
+                           c.leased_until IS NOT NULL AND c.leased_until >= now() AS leased,
+                           c.nudged_at IS NULL
+                               OR c.nudged_at <= now() - make_interval(secs => $4::float8)
+                               AS fresh
+                      FROM conference c JOIN target ON c.id = target.id
+                     WHERE $3::float8 IS NOT NULL AND c.status = 'in_progress'
+                       AND c.next_action_at IS NOT NULL
+                       FOR UPDATE OF c
+                ), nudged AS (
+                    UPDATE conference c
+                       SET nudged_at = CASE WHEN nudge.leased AND NOT nudge.fresh
+                                            THEN c.nudged_at ELSE now() END,
+                           next_action_at = CASE
+                               WHEN nudge.leased THEN c.next_action_at
+                               WHEN nudge.fresh
+                               THEN least(c.next_action_at, now() + make_interval(secs => $3))
+                               ELSE least(c.next_action_at,
+                                          c.nudged_at + make_interval(secs => $4::float8))
+                               END
+                      FROM nudge
+                     WHERE c.id = nudge.id
+                )
+                SELECT id FROM target
                 """,
                 provider_conference_id,
                 provider_call_id,
                 look_in,
+                nudge_interval,
             )
+            conference_id = None if row is None else row["id"]
             await connection.execute(
                 """
                 INSERT INTO provider_webhook

@@ -14,6 +14,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -47,7 +49,8 @@ class _Strict(BaseModel):
 class ParticipantRequest(_Strict):
     number: PhoneNumber
     caller_id: PhoneNumber | None = None
-    record: bool | None = None
+    # Strict, as the OpenAPI document says: "yes", 1, "600" and 600.0 are not what was meant.
+    record: StrictBool | None = None
 
 
 class CreateConference(_Strict):
@@ -55,10 +58,10 @@ class CreateConference(_Strict):
 
     participants: list[ParticipantRequest] = Field(min_length=1, max_length=MAX_PARTICIPANTS)
     caller_id: PhoneNumber | None = None
-    record: bool = False
+    record: StrictBool = False
     reference: StorableText | None = Field(default=None, max_length=200)
     metadata: dict[str, StorableText] = Field(default_factory=dict)
-    max_duration_seconds: int | None = Field(default=None, ge=60, le=24 * 3600)
+    max_duration_seconds: StrictInt | None = Field(default=None, ge=60, le=24 * 3600)
 
     @model_validator(mode="before")
     @classmethod

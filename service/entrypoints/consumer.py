@@ -8,7 +8,8 @@ command id and on caller + idempotency key. Messages that can never be accepted 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from service import failpoints, metrics
 from service.domain.commands import ConferenceCommand, field_errors
 from service.handlers import accept_command
 from service.logging import get_logger
-from service.ports import CommandRefusedByStore, ConferenceStore, DeadLetters
+from service.ports import CommandIdReused, CommandRefusedByStore, ConferenceStore, DeadLetters
 
 log = get_logger(__name__)
 
@@ -30,6 +31,8 @@ T = TypeVar("T")
 
 # Commands accepted at once; below the database pool's size, which the schedule loops share.
 _CONCURRENT_ACCEPTS = 8
+# How often the lag is read from the broker: by its own task, so a wedged batch cannot hide it.
+LAG_INTERVAL_SECONDS = 5.0
 
 
 async def _until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -55,6 +58,8 @@ class CommandConsumer:
         dead_letters: DeadLetters,
         store: ConferenceStore,
         clock: Callable[[], datetime],
+        callers: Collection[str],
+        lag_interval: float = LAG_INTERVAL_SECONDS,
         on_accepted: Callable[[], None] = lambda: None,
     ) -> None:
         self._consumer = consumer
@@ -63,10 +68,21 @@ class CommandConsumer:
         self._clock = clock
         # Tells the dialer a conference is waiting: it claims at once instead of at its next look.
         self._on_accepted = on_accepted
-        self._next_offsets: dict[TopicPartition, int] = {}
+        # The api's callers (API_TOKENS): a command for any other name could be seen or
+        # canceled by no one, so it is not carried out.
+        self._callers = frozenset(callers)
+        self._lag_interval = lag_interval
+        self._lag_series: set[TopicPartition] = set()
         self._accepting = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
 
     async def run(self, stop: asyncio.Event) -> None:
+        lag = asyncio.create_task(self._report_lag(stop))
+        try:
+            await self._consume(stop)
+        finally:
+            lag.cancel()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
             # A batch is accepted a few messages at a time, in any order: each command is its
@@ -74,10 +90,6 @@ class CommandConsumer:
             await asyncio.gather(
                 *(self._handle_in_turn(r) for records in batch.values() for r in records)
             )
-            for partition, records in batch.items():
-                if records:
-                    self._next_offsets[partition] = records[-1].offset + 1
-            self._observe_lag()
             if batch:
                 try:
                     await self._consumer.commit()
@@ -86,16 +98,37 @@ class CommandConsumer:
                     # acceptance drops what we already stored.
                     log.warning("command_commit_failed", error=repr(error)[:300])
 
-    def _observe_lag(self) -> None:
-        """Messages behind the end of each partition, from the last fetch's high watermark."""
-        for partition in self._consumer.assignment():
-            highwater = self._consumer.highwater(partition)
-            if highwater is None:
-                continue
-            position = self._next_offsets.get(partition, highwater)
-            metrics.CONSUMER_LAG.labels(partition.topic, str(partition.partition)).set(
-                max(highwater - position, 0)
-            )
+    async def _report_lag(self, stop: asyncio.Event) -> None:
+        """The group's lag per assigned partition, from the broker's end offsets and the
+        group's committed offsets: what is not committed is not done, so a partition whose
+        batch is stuck shows its lag rising. Read from the start, not only after a fetch."""
+        while not stop.is_set():
+            try:
+                await self._observe_lag()
+            except (KafkaError, OSError) as error:
+                log.warning("consumer_lag_unavailable", error=repr(error)[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._lag_interval)
+
+    async def _observe_lag(self) -> None:
+        assigned = set(self._consumer.assignment())
+        for gone in self._lag_series - assigned:
+            # Another worker owns it now and exports it; two series would add up to nonsense.
+            metrics.CONSUMER_LAG.remove(gone.topic, str(gone.partition))
+            metrics.CONSUMER_COMMITTED_OFFSET.remove(gone.topic, str(gone.partition))
+        self._lag_series &= assigned
+        if not assigned:
+            return
+        ends = await self._consumer.end_offsets(list(assigned))
+        starts = await self._consumer.beginning_offsets(list(assigned))
+        for partition in assigned:
+            committed = await self._consumer.committed(partition)
+            # Nothing committed yet: the group starts at the earliest offset still kept.
+            done = starts.get(partition, 0) if committed is None else committed
+            labels = (partition.topic, str(partition.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(ends.get(partition, 0) - done, 0))
+            metrics.CONSUMER_COMMITTED_OFFSET.labels(*labels).set(done)
+            self._lag_series.add(partition)
 
     async def _handle_in_turn(self, record: ConsumerRecord) -> None:
         async with self._accepting:
@@ -111,10 +144,18 @@ class CommandConsumer:
             errors = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(error))
             await self._dead_letter(record, "invalid-command", errors)
             return
+        if command.caller not in self._callers:
+            await self._dead_letter(
+                record, "unknown-caller", f"caller {command.caller!r} is not a configured caller"
+            )
+            return
         try:
             accepted = await _until_done(
                 "command_accept", lambda: accept_command(self._store, command, self._clock())
             )
+        except CommandIdReused as reused:
+            await self._dead_letter(record, "command-id-reused", str(reused))
+            return
         except CommandRefusedByStore as refused:
             await self._dead_letter(record, "refused-by-store", str(refused))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,9 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from service import metrics
@@ -55,6 +56,11 @@ _DEPENDENCY_RETRY_AFTER = 5
 _WEBHOOK_RETRY_AFTER = 1
 # Deeper than any body the API or the provider means; Postgres' jsonb and our walks stay cheap.
 _MAX_JSON_DEPTH = 32
+# One answer for every path that is not a route, a webhook path with a wrong secret included:
+# nothing tells a prober which part was wrong.
+_NO_SUCH_ROUTE = "no such resource"
+# nginx's code for "the client closed the connection": never sent, only logged and counted.
+CLIENT_CLOSED = 499
 
 
 @dataclass
@@ -66,6 +72,7 @@ class ApiDeps:
     tokens_by_caller: dict[str, str]
     webhook_secret: str
     webhook_debounce_seconds: float = 1.0
+    webhook_nudge_interval_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     draining: bool = False
@@ -107,10 +114,13 @@ def create_app(deps: ApiDeps) -> Starlette:
         routes=routes,
         exception_handlers={
             Problem: _problem_handler,
+            ClientDisconnect: _client_disconnect_handler,
             HTTPException: _http_exception_handler,
             Exception: _unexpected_handler,
         },
     )
+    # A redirect would echo the request's Host header, and the webhook's secret, in Location.
+    app.router.redirect_slashes = False
     app.state.deps = deps
     return RequestLog(app)  # type: ignore[return-value]
 
@@ -136,7 +146,12 @@ class _Api:
                 kind="idempotency-key-required",
             )
         # Its strings are checked by the model, as the consumer checks commands from Kafka.
-        body = await self._json_body(request, self.deps.max_body_bytes, strings_checked=False)
+        body = await self._json_body(
+            request,
+            self.deps.max_body_bytes,
+            self.deps.limits.body_timeout_seconds,
+            strings_checked=False,
+        )
         fingerprint = request_fingerprint(body)
         # A key seen before is answered as it was the first time, by any pod, whatever this
         # deploy's model says of the body now: not validated again, not charged again.
@@ -259,7 +274,14 @@ class _Api:
     async def provider_webhook(self, request: Request) -> Response:
         secret = request.path_params["secret"]
         if not hmac.compare_digest(_digest(secret), self.webhook_secret_digest):
-            raise Problem(404, "not found")
+            raise Problem(404, _NO_SUCH_ROUTE)
+        # The body is read whole, within a short deadline, before a slot is taken: a slot is
+        # held only while the database is, and a slow sender holds nothing but its socket.
+        raw = await _read_body(
+            request,
+            self.deps.limits.webhook_max_body_bytes,
+            self.deps.limits.webhook_body_timeout_seconds,
+        )
         with self.webhook_slots.hold() as admitted:
             if not admitted:
                 raise Problem(
@@ -268,14 +290,12 @@ class _Api:
                     kind="webhooks-saturated",
                     retry_after=_WEBHOOK_RETRY_AFTER,
                 )
-            return await self._record_webhook(request)
+            return await self._record_webhook(raw)
 
-    async def _record_webhook(self, request: Request) -> Response:
+    async def _record_webhook(self, raw: bytes) -> Response:
         # The body is the provider's (or anyone's who has the URL): only ids that look like the
         # provider's are used, and the rest is kept as data, never interpreted.
-        body = await self._json_body(
-            request, self.deps.limits.webhook_max_body_bytes, require_json_type=False
-        )
+        body = _parse_json(raw, strings_checked=True)
         if not isinstance(body, dict):
             raise Problem(422, "a webhook body must be a JSON object", kind="validation")
         conference_ref = _provider_id(body.get("conferencia_id"))
@@ -289,6 +309,7 @@ class _Api:
                 call_ref,
                 body,
                 look_in=None if joined else self.deps.webhook_debounce_seconds,
+                nudge_interval=self.deps.webhook_nudge_interval_seconds,
             ),
             "record_webhook",
         )
@@ -354,42 +375,54 @@ class _Api:
         return caller
 
     async def _json_body(
-        self,
-        request: Request,
-        max_bytes: int,
-        require_json_type: bool = True,
-        strings_checked: bool = True,
+        self, request: Request, max_bytes: int, timeout: float, strings_checked: bool = True
     ) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if require_json_type and content_type != "application/json":
+        if content_type != "application/json":
             raise Problem(415, "send the body as application/json")
-        declared = request.headers.get("content-length")
-        if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-            raise Problem(413, f"the body must be at most {max_bytes} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise Problem(413, f"the body must be at most {max_bytes} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
-        # Only a body holding an escaped NUL or more openers than the depth limit can be unfit.
-        unfit = (
-            _unstorable(body, strings_checked) if _may_be_unstorable(raw, strings_checked) else None
+        return _parse_json(await _read_body(request, max_bytes, timeout), strings_checked)
+
+
+async def _read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """The whole body, at most `max_bytes` (413) and all of it within `timeout` seconds (408)."""
+    # Either cut leaves the rest of the body unread on the socket: the connection is closed.
+    closing = {"Connection": "close"}
+    declared = request.headers.get("content-length")
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise Problem(413, f"the body must be at most {max_bytes} bytes", headers=closing)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise Problem(
+                        413, f"the body must be at most {max_bytes} bytes", headers=closing
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Problem(
+            408, f"the body must arrive within {timeout:g} s", kind="body-timeout", headers=closing
+        ) from None
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes, strings_checked: bool) -> Any:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "the body is not valid JSON", kind="malformed-json") from None
+    # Only a body holding an escaped NUL or more openers than the depth limit can be unfit.
+    unfit = _unstorable(body, strings_checked) if _may_be_unstorable(raw, strings_checked) else None
+    if unfit is not None:
+        raise Problem(
+            422,
+            "the body has invalid fields",
+            kind="validation",
+            errors=[{"field": unfit[0], "message": unfit[1]}],
         )
-        if unfit is not None:
-            raise Problem(
-                422,
-                "the body has invalid fields",
-                kind="validation",
-                errors=[{"field": unfit[0], "message": unfit[1]}],
-            )
-        return body
+    return body
 
 
 def _digest(secret: str) -> bytes:
@@ -579,8 +612,32 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    # Starlette's own: 404 (no route) and 405 (with its Allow header).
+    # Starlette's own: 404 (no route) and 405, whose Allow it takes from the first route
+    # matching the path only; a path has a route per method here, so Allow lists them all.
+    if exc.status_code == 404:
+        return Problem(404, _NO_SUCH_ROUTE).response()
+    if exc.status_code == 405:
+        allowed = sorted(_methods_for(request.scope, request.app.router.routes))
+        return Problem(
+            405, "this path does not take that method", headers={"Allow": ", ".join(allowed)}
+        ).response()
     return Problem(exc.status_code, str(exc.detail), headers=exc.headers).response()
+
+
+def _methods_for(scope: Scope, routes: list[Any]) -> set[str]:
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+async def _client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    # The client went away mid-body: nothing is wrong here, and there is no one to answer.
+    # The status is what the request log and the metric record.
+    log.info("client_disconnected")
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:

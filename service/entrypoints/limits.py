@@ -26,6 +26,8 @@ class ApiLimits:
     participants_per_minute: int = 600
     webhook_max_body_bytes: int = 16 * 1024
     webhook_max_concurrency: int = 4
+    body_timeout_seconds: float = 10.0
+    webhook_body_timeout_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> ApiLimits:
@@ -35,6 +37,8 @@ class ApiLimits:
             participants_per_minute=settings.caller_participants_per_minute,
             webhook_max_body_bytes=settings.webhook_max_body_bytes,
             webhook_max_concurrency=settings.webhook_max_concurrency,
+            body_timeout_seconds=settings.api_body_timeout_seconds,
+            webhook_body_timeout_seconds=settings.webhook_body_timeout_seconds,
         )
 
 

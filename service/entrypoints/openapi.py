@@ -296,6 +296,7 @@ _CONFERENCE_PATHS: dict[str, Any] = {
                 },
                 "400": _problem("Malformed JSON, or a missing or malformed Idempotency-Key."),
                 "401": _UNAUTHORIZED,
+                "408": _problem("The body did not arrive within API_BODY_TIMEOUT_SECONDS."),
                 "413": _problem("Body over 64 KiB."),
                 "415": _problem("Not application/json."),
                 "422": _problem(
@@ -396,7 +397,8 @@ _OTHER_PATHS: dict[str, Any] = {
             "responses": {
                 "204": {"description": "Noted."},
                 "400": _problem("Not JSON."),
-                "404": _problem("Wrong secret."),
+                "404": _problem("Wrong secret: the same answer as any unknown path."),
+                "408": _problem("The body did not arrive within WEBHOOK_BODY_TIMEOUT_SECONDS."),
                 "413": _problem("Body over 16 KiB."),
                 "422": _problem("Not a JSON object, or holds what cannot be stored."),
                 "503": _problem(

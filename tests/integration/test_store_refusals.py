@@ -12,7 +12,7 @@ import pytest
 
 from service.domain.commands import ConferenceCommand, CreateConference, ParticipantRequest
 from service.domain.events import EventType, PendingEvent
-from service.ports import CommandRefusedByStore
+from service.ports import CommandIdReused, CommandRefusedByStore
 
 
 def unchecked_command(**payload: Any) -> ConferenceCommand:
@@ -59,3 +59,33 @@ async def test_values_postgres_refuses_are_a_refused_command_and_nothing_is_stor
     finally:
         await connection.close()
     assert dict(counts) == {"conferences": 0, "keys": 0, "events": 0}
+
+
+@pytest.mark.parametrize("reused", ["command_id", "conference_id"])
+async def test_a_command_reusing_an_id_with_another_key_is_refused_and_leaves_no_key(
+    store: Any, database_url: str, reused: str
+) -> None:
+    first = unchecked_command()
+    assert await store.accept(first, accepted_event())
+    # The same id, a new other id and a new key: another command, not a redelivery.
+    other = first.model_copy(
+        update={
+            "command_id": uuid.uuid4(),
+            "conference_id": uuid.uuid4(),
+            reused: getattr(first, reused),
+            "idempotency_key": "a-key-never-used",
+        }
+    )
+    with pytest.raises(CommandIdReused):
+        await store.accept(other, accepted_event())
+    # The redelivery of the first is still a duplicate, quietly.
+    assert not await store.accept(first, accepted_event())
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        keys = await connection.fetch("SELECT idempotency_key FROM command_key")
+        conferences = await connection.fetchval("SELECT count(*) FROM conference")
+    finally:
+        await connection.close()
+    assert [k["idempotency_key"] for k in keys] == [first.idempotency_key]
+    assert conferences == 1

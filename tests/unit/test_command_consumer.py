@@ -1,5 +1,7 @@
-"""The command consumer on fakes: a command the store refuses as data is dead-lettered with its
-reason, once, and the commands behind it are accepted; a store that is away is waited for."""
+"""The command consumer on fakes: a command the store refuses as data, for a caller nobody
+configured, or reusing another command's id is dead-lettered with its reason, once, and the
+commands behind it are accepted; the lag is the group's, from the start, and rises while a
+partition is stuck."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 
 from service.domain.commands import ConferenceCommand
 from service.entrypoints.consumer import CommandConsumer
@@ -18,6 +21,7 @@ from tests.fakes import FakeClock, FakeConferenceStore
 from tests.waiting import eventually
 
 TOPIC = "conference.commands.v1"
+CALLER = "billing"
 
 
 class OnePartition:
@@ -31,6 +35,8 @@ class OnePartition:
             for offset, value in enumerate(values)
         ]
         self.commits = 0
+        self.end = len(values)
+        self.committed_offset: int | None = None
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         if not self.pending:
@@ -41,12 +47,21 @@ class OnePartition:
 
     async def commit(self) -> None:
         self.commits += 1
+        self.committed_offset = self.end
 
     def assignment(self) -> set[TopicPartition]:
         return {self.partition}
 
-    def highwater(self, partition: TopicPartition) -> int:
-        return 0
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {p: self.end for p in partitions}
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return {p: 0 for p in partitions}
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return self.committed_offset
 
 
 class FakeDeadLetters:
@@ -62,7 +77,7 @@ def wire(reference: str) -> dict[str, Any]:
         "type": "conference.create",
         "command_id": str(uuid.uuid4()),
         "conference_id": str(uuid.uuid4()),
-        "caller": "billing",
+        "caller": CALLER,
         "idempotency_key": uuid.uuid4().hex,
         "requested_at": "2026-11-26T12:00:00+00:00",
         "payload": {"participants": [{"number": "4832830151"}], "reference": reference},
@@ -81,7 +96,13 @@ class RefusingStore(FakeConferenceStore):
 async def consume(values: Sequence[bytes], store: FakeConferenceStore) -> FakeDeadLetters:
     kafka = OnePartition(values)
     dead_letters = FakeDeadLetters()
-    consumer = CommandConsumer(kafka, dead_letters, store, FakeClock())  # type: ignore[arg-type]
+    consumer = CommandConsumer(
+        kafka,  # type: ignore[arg-type]
+        dead_letters,
+        store,
+        FakeClock(),
+        callers={CALLER},
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop))
     try:
@@ -120,3 +141,87 @@ async def test_a_nul_character_is_refused_by_the_model_before_the_store() -> Non
     assert headers["dlq.reason"] == b"invalid-command"
     assert headers["dlq.detail"] == b"payload.reference: must not contain NUL characters"
     assert list(store.rows) == [uuid.UUID(behind["conference_id"])]
+
+
+async def test_a_command_for_a_caller_nobody_configured_is_dead_lettered() -> None:
+    store = FakeConferenceStore(FakeClock())
+    stranger, behind = {**wire("stranger"), "caller": "nobody-knows-me"}, wire("fine")
+
+    dead_letters = await consume([orjson.dumps(stranger), orjson.dumps(behind)], store)
+
+    [(value, headers)] = dead_letters.sent
+    assert orjson.loads(value) == stranger
+    assert headers["dlq.reason"] == b"unknown-caller"
+    assert b"nobody-knows-me" in headers["dlq.detail"]
+    assert list(store.rows) == [uuid.UUID(behind["conference_id"])]
+
+
+async def test_a_command_reusing_a_command_id_with_another_conference_is_dead_lettered() -> None:
+    store = FakeConferenceStore(FakeClock())
+    first = wire("first")
+    reused = {**wire("reused"), "command_id": first["command_id"]}
+
+    dead_letters = await consume([orjson.dumps(first), orjson.dumps(reused)], store)
+
+    [(value, headers)] = dead_letters.sent
+    assert orjson.loads(value) == reused
+    assert headers["dlq.reason"] == b"command-id-reused"
+    assert list(store.rows) == [uuid.UUID(first["conference_id"])]
+    assert store.keys == {(CALLER, first["idempotency_key"])}
+
+
+class WedgedStore(FakeConferenceStore):
+    """A store that never answers: the batch in hand stays in hand, its offsets uncommitted."""
+
+    async def accept(self, command: ConferenceCommand, event: Any) -> bool:
+        raise OSError("connection refused")
+
+
+def lag() -> float | None:
+    return REGISTRY.get_sample_value("conference_consumer_lag", {"topic": TOPIC, "partition": "0"})
+
+
+async def test_the_lag_is_exported_from_the_start_and_rises_while_a_partition_is_stuck() -> None:
+    kafka = OnePartition([orjson.dumps(wire("stuck")), orjson.dumps(wire("behind"))])
+    consumer = CommandConsumer(
+        kafka,  # type: ignore[arg-type]
+        FakeDeadLetters(),
+        WedgedStore(FakeClock()),
+        FakeClock(),
+        callers={CALLER},
+        lag_interval=0.05,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        await eventually(lambda: _is(lag, 2), 5, "the lag of the two waiting commands")
+        kafka.end += 3  # three more commands produced while the partition is stuck
+        await eventually(lambda: _is(lag, 5), 5, "the lag to rise")
+        assert kafka.commits == 0
+    finally:
+        stop.set()
+        running.cancel()
+
+
+async def test_the_lag_is_zero_only_once_everything_is_committed() -> None:
+    kafka = OnePartition([orjson.dumps(wire("one"))])
+    consumer = CommandConsumer(
+        kafka,  # type: ignore[arg-type]
+        FakeDeadLetters(),
+        FakeConferenceStore(FakeClock()),
+        FakeClock(),
+        callers={CALLER},
+        lag_interval=0.05,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        await eventually(lambda: _committed(kafka), 5, "the batch to be committed")
+        await eventually(lambda: _is(lag, 0), 5, "the lag to be 0")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+
+
+async def _is(read: Any, expected: float) -> bool:
+    return bool(read() == expected)

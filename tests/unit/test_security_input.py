@@ -262,6 +262,7 @@ class RecordingInbox:
         provider_call_id: str | None,
         payload: dict[str, Any],
         look_in: float | None,
+        nudge_interval: float = 0.0,
     ) -> bool:
         self.waiting += 1
         await self.open.wait()

@@ -83,7 +83,7 @@ def test_conference_routes_declare_their_problems(method: str, path: str) -> Non
 
 def test_create_declares_every_bad_input_answer() -> None:
     responses = operations()[("post", "/v1/conferences")]["responses"]
-    assert set(responses) == {"202", "400", "401", "413", "415", "422", "429", "503"}
+    assert set(responses) == {"202", "400", "401", "408", "413", "415", "422", "429", "503"}
 
 
 def test_unauthenticated_routes_say_so() -> None:
