@@ -385,11 +385,12 @@ class _Api:
 
 async def _read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
     """The whole body, at most `max_bytes` (413) and all of it within `timeout` seconds (408)."""
-    # Either cut leaves the rest of the body unread on the socket: the connection is closed.
-    closing = {"Connection": "close"}
+    # A body too large is answered and the connection kept: the server discards what is still
+    # coming (nothing of it is held), so the client can read its 413. A body too slow is cut:
+    # the connection is closed, or it would hold its socket as long as the client likes.
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise Problem(413, f"the body must be at most {max_bytes} bytes", headers=closing)
+        raise Problem(413, f"the body must be at most {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -397,13 +398,14 @@ async def _read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise Problem(
-                        413, f"the body must be at most {max_bytes} bytes", headers=closing
-                    )
+                    raise Problem(413, f"the body must be at most {max_bytes} bytes")
                 chunks.append(chunk)
     except TimeoutError:
         raise Problem(
-            408, f"the body must arrive within {timeout:g} s", kind="body-timeout", headers=closing
+            408,
+            f"the body must arrive within {timeout:g} s",
+            kind="body-timeout",
+            headers={"Connection": "close"},
         ) from None
     return b"".join(chunks)
 

@@ -322,7 +322,9 @@ async def test_a_webhook_flood_cannot_starve_the_conference_routes(secure: Lane)
     assert {status for status, _ in webhook_answers} <= {204, 503}
     assert saturated, "the flood never saturated the webhook route"
     assert all(retry_after == "1" for _, retry_after in saturated)
-    assert statistics.median(turned_away_ms) < 5
+    # A webhook is read (within its deadline) before it asks for a slot, so that slow bodies
+    # cannot hold the slots: turning one away costs its read, on a loop busy with the flood.
+    assert statistics.median(turned_away_ms) < 100
     assert all(status == 200 for status, _ in reads)
     assert len(reads_ms) == len(reads)
     assert max(reads_ms) < 250
