@@ -117,6 +117,10 @@ class ProviderBudget(Protocol):
     def seconds_until_free(self) -> float:
         """How long until the next request could go."""
 
+    def refused_within(self, seconds: float) -> bool:
+        """Whether a booking was refused in the last `seconds`: steps were put off, and come
+        due again as soon as the budget frees."""
+
     def share(self, holders: int) -> None:
         """`holders` processes share the budget, this one included."""
 

@@ -432,6 +432,7 @@ class FakeBudget:
         self._next_free = clock()
         self.booked: list[datetime] = []
         self.urgencies: list[Urgency] = []
+        self.refused_at: datetime | None = None
 
     def book(
         self, requests: int, not_after: datetime | None = None, urgency: Urgency = Urgency.DIAL
@@ -445,6 +446,8 @@ class FakeBudget:
             slots.append(slot)
             self._next_free = slot + timedelta(seconds=1 / self.rate)
         self.booked.extend(slots)
+        if len(slots) < requests:
+            self.refused_at = self.clock()
         return slots
 
     def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
@@ -454,6 +457,12 @@ class FakeBudget:
 
     def seconds_until_free(self) -> float:
         return max((self._next_free - self.clock()).total_seconds(), 0.0)
+
+    def refused_within(self, seconds: float) -> bool:
+        return (
+            self.refused_at is not None
+            and (self.clock() - self.refused_at).total_seconds() <= seconds
+        )
 
     def share(self, holders: int) -> None:
         self.rate = self.total / max(holders, 1)

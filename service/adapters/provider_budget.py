@@ -45,6 +45,7 @@ class PacedBudget:
         self._holders = 0  # not yet told: the first share() is logged
         self._next_free = time.monotonic()
         self._exhausted_logged_at = float("-inf")
+        self._refused_at = float("-inf")
         metrics.PROVIDER_BUDGET_SHARE.set(self.rate)
 
     def share(self, holders: int) -> None:
@@ -77,6 +78,7 @@ class PacedBudget:
         for slot in slots:
             metrics.PROVIDER_BUDGET_WAIT.observe(slot - now)
         if len(slots) < requests:
+            self._refused_at = now
             metrics.PROVIDER_BUDGET_REFUSED.inc(requests - len(slots))
             if now - self._exhausted_logged_at >= _EXHAUSTED_LOG_EVERY_SECONDS:
                 self._exhausted_logged_at = now
@@ -106,6 +108,9 @@ class PacedBudget:
             return None
         intervals, floor_seconds = _HORIZON[urgency]
         return max(intervals / self.rate, floor_seconds)
+
+    def refused_within(self, seconds: float) -> bool:
+        return time.monotonic() - self._refused_at <= seconds
 
     def seconds_until_free(self) -> float:
         """How long until the next request could go."""

@@ -103,6 +103,10 @@ async def run_schedule(
                 wait = None  # full: the next claim is for the room finished steps leave
             elif due:
                 wait = _TOPUP_SECONDS
+            elif deps.budget.refused_within(_IDLE_SECONDS):
+                # Steps were put off for budget and come due when it frees: look then.
+                busy = deps.budget.seconds_until_free()
+                wait = min(max(busy, _TOPUP_SECONDS), _IDLE_SECONDS)
             else:
                 wait = _IDLE_SECONDS
             running = await _until_one_finishes(running, stop, wait, wakeup)
