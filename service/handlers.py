@@ -136,7 +136,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         return
     not_after = _booking_deadline(deps)
     if conference.provider_conference_id is None:
-        slot = _book_one(deps, not_after, Urgency.CREATE)
+        slot = await deps.budget.book_when_free(Urgency.CREATE, not_after)
         if slot is None:
             await store.save(conference, [], deps.budget.seconds_until_free())
             return

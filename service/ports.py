@@ -110,6 +110,11 @@ class ProviderBudget(Protocol):
         serve them all by then. A booked time is kept: the request may go at it without
         waiting again."""
 
+    async def book_when_free(self, urgency: Urgency, not_after: datetime) -> datetime | None:
+        """One send time, taken once the budget's near future has room for this urgency: the
+        request waits unbooked, so that more urgent ones booked meanwhile go first. None when
+        that moment is past `not_after`."""
+
     def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
         """How many more requests of this urgency could be booked to go within `within`
         seconds from now."""

@@ -450,6 +450,11 @@ class FakeBudget:
             self.refused_at = self.clock()
         return slots
 
+    async def book_when_free(self, urgency: Urgency, not_after: datetime) -> datetime | None:
+        # Nothing else books while a test step runs: the next free slot is what it would get.
+        slots = self.book(1, not_after, urgency)
+        return slots[0] if slots else None
+
     def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
         start = max(self.clock(), self._next_free)
         room = (self.clock() + timedelta(seconds=within) - start).total_seconds()

@@ -91,6 +91,20 @@ class PacedBudget:
         wall = datetime.now(UTC)
         return [wall + timedelta(seconds=slot - now) for slot in slots]
 
+    async def book_when_free(self, urgency: Urgency, not_after: datetime) -> datetime | None:
+        """One send time, taken once the near future has room for this urgency (waiting here,
+        unbooked, so that a dial arriving meanwhile goes first); None if that is not before
+        `not_after`."""
+        horizon = self._horizon(urgency) or 0.0
+        deadline = time.monotonic() + _seconds_until(not_after)
+        while True:
+            now = time.monotonic()
+            opens = max(now, self._next_free) - horizon  # when the next slot comes in reach
+            if opens <= now or opens > deadline:
+                slots = self.book(1, not_after, urgency)
+                return slots[0] if slots else None
+            await asyncio.sleep(opens - now)
+
     def spare(self, within: float, urgency: Urgency = Urgency.DIAL) -> int:
         """How many more requests of this urgency could be booked to go within `within`
         seconds from now."""

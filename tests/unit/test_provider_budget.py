@@ -3,6 +3,7 @@ and a shared budget spaces requests at the share's rate."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -109,3 +110,21 @@ def test_a_fractional_share_keeps_a_horizon_of_whole_intervals() -> None:
 def test_in_first_come_order_every_request_books_as_far_as_it_likes() -> None:
     budget = PacedBudget(20, by_urgency=False)
     assert len(budget.book(50, urgency=Urgency.POLL)) == 50
+
+
+async def test_a_create_waits_unbooked_so_that_a_dial_booked_meanwhile_goes_first() -> None:
+    budget = PacedBudget(20)
+    budget.book(6)  # 0.3 s booked ahead: past a create's horizon of 0.15 s
+    not_after = datetime.now(UTC) + timedelta(seconds=5)
+    waiting = asyncio.create_task(budget.book_when_free(Urgency.CREATE, not_after))
+    await asyncio.sleep(0.05)
+    [dial] = budget.book(1)  # a dial arrives while the create waits
+    create = await waiting
+    assert create is not None and dial < create
+
+
+async def test_a_create_that_cannot_be_served_in_time_is_refused() -> None:
+    budget = PacedBudget(1)
+    budget.book(5)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    assert await budget.book_when_free(Urgency.CREATE, soon) is None
