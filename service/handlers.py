@@ -962,16 +962,16 @@ def _unstorable(conference: Conference, call: CallReport) -> Finding:
 
 
 def match_call_for_reconcile(conference: Conference, call: CallReport) -> Participant | None:
-    """The participant a reported call belongs to: by call id, else by number (E.164 from any
-    echo form; numbers are distinct in a conference), as the poller matches them. A reported
-    id that differs from ours is the same call when the number agrees."""
-    for participant in conference.participants:
-        if call.call_id is not None and participant.provider_call_id == call.call_id:
-            return participant
-    for participant in conference.participants:
-        if call.number is not None and participant.number == call.number:
-            return participant
-    return None
+    """The participant a reported call belongs to, by the poller's rule (`match_call`) seen from
+    the call: a participant whose call id it carries first, else the one whose number it is."""
+    by_id = [
+        p
+        for p in conference.participants
+        if call.call_id is not None and p.provider_call_id == call.call_id
+    ]
+    if by_id:
+        return by_id[0]
+    return next((p for p in conference.participants if match_call(p, (call,)) is call), None)
 
 
 def _settle(participant: Participant, call: CallReport, now: datetime) -> None:
