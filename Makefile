@@ -83,6 +83,14 @@ chaos: stack-up ## the chaos suite with every kill three times (make test runs i
 bench: stack-up ## benchmark ingress, pipeline and poll schedule; writes bench/results/ and BENCHMARKS.md (not part of test)
 	$(BIN)/python -m bench
 
+.PHONY: image
+image: ## build the image with podman (a stand-in base from Debian packages where the official one cannot be pulled)
+	deploy/image/build.sh
+
+.PHONY: image-test
+image-test: stack-up image ## run the image's containers (migrate, simulator, api, worker) against the local stack
+	$(BIN)/pytest -q -s -m image tests/deploy/test_image.py
+
 .PHONY: unit
 unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator
