@@ -91,6 +91,15 @@ image: ## build the image with podman (a stand-in base from Debian packages wher
 image-test: stack-up image ## run the image's containers (migrate, simulator, api, worker) against the local stack
 	$(BIN)/pytest -q -s -m image tests/deploy/test_image.py
 
+.PHONY: k8s-tools
+k8s-tools: ## build (or reuse) the pinned Kubernetes binaries from the Go module proxy (cached outside the clone)
+	deploy/k8s/test/tools.sh
+
+.PHONY: k8s-test
+k8s-test: deps ## check both overlays on a real kube-apiserver + etcd with kwok nodes (started here, stopped after)
+	@deploy/k8s/test/cluster.sh start && $(BIN)/pytest -q -s -m kubernetes tests/deploy/test_kubernetes.py; \
+	status=$$?; deploy/k8s/test/cluster.sh stop; exit $$status
+
 .PHONY: unit
 unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator

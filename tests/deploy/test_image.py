@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 
 from tests.databases import create_database, drop_database
 from tests.waiting import eventually
@@ -35,9 +36,16 @@ SIM_TOKEN = "image-sim-token"
 API_TOKEN = "image-api-token"
 # How long each process may take to exit after SIGTERM: the api's API_DRAIN_SECONDS (2) plus
 # uvicorn's graceful shutdown (20 s); the worker's drain (WORKER_DRAIN_SECONDS). The manifests'
-# terminationGracePeriodSeconds add the preStop pause and a margin to these.
+# terminationGracePeriodSeconds must cover these plus the preStop pause.
 DRAIN_SECONDS = {"api": 22.0, "worker": 25.0, "simulator": 10.0}
 UID = 10001
+
+
+def _pod_spec(manifest: str) -> dict[str, Any]:
+    """The pod spec of the Deployment in deploy/k8s/base/MANIFEST."""
+    documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / manifest).read_text())
+    deployment = next(d for d in documents if d and d["kind"] == "Deployment")
+    return dict(deployment["spec"]["template"]["spec"])
 
 
 def podman(
@@ -287,6 +295,18 @@ def test_every_process_runs_as_uid_10001_on_a_read_only_root(deployment: Deploym
     )
 
 
+def test_the_manifests_pre_stop_command_runs_in_the_image(deployment: Deployment) -> None:
+    """The api's preStop hook is an exec in this image: a missing binary would fail every
+    rollout's drain (the kubelet then sends SIGTERM at once)."""
+    container = _pod_spec("api.yaml")["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    started = time.monotonic()
+    podman("exec", deployment.containers["api"], *command, timeout=60)
+    pause = time.monotonic() - started
+    assert pause >= 1, pause
+    deployment.checked.append(f"api preStop {command!r} runs in the image ({pause:.1f} s)")
+
+
 @pytest.mark.parametrize("role", ["api", "worker", "simulator"])
 def test_sigterm_exits_0_within_the_drain_time(deployment: Deployment, role: str) -> None:
     name = deployment.containers[role]
@@ -297,6 +317,11 @@ def test_sigterm_exits_0_within_the_drain_time(deployment: Deployment, role: str
     code = int(waited.stdout.strip())
     assert code == 0, (code, deployment.logs(role))
     assert elapsed <= DRAIN_SECONDS[role], elapsed
+    if role in ("api", "worker"):
+        spec = _pod_spec(f"{role}.yaml")
+        pre_stop = spec["containers"][0].get("lifecycle", {}).get("preStop", {})
+        pause = float(pre_stop["exec"]["command"][-1]) if pre_stop else 0.0
+        assert pause + DRAIN_SECONDS[role] < spec["terminationGracePeriodSeconds"], spec
     deployment.checked.append(
         f"{role}: SIGTERM → exit 0 after {elapsed:.1f} s (drain time {DRAIN_SECONDS[role]:.0f} s)"
     )
