@@ -106,6 +106,7 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
             max_body_bytes=api.max_body_bytes,
             limits=ApiLimits.from_settings(api),
             clock=utc_now,
+            default_max_duration_seconds=api.default_max_duration_seconds,
         )
 
 
@@ -181,6 +182,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 utc_now,
                 callers=callers,
                 on_accepted=dial_wakeup.set,
+                default_max_duration=worker.default_max_duration_seconds,
             )
         deps = WorkerDeps(
             store=store,

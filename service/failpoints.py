@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-KNOWN = frozenset(
+# The steps of a conference from its create to its events.
+STARTING = frozenset(
     {
         "after_accept",  # the command is in Postgres; its Kafka offset is not committed
         "after_create",  # the provider created the conference; its id is not stored
@@ -21,6 +22,15 @@ KNOWN = frozenset(
         "after_publish",  # Kafka has the events; the outbox does not know it yet
     }
 )
+# The same steps for a participant added to a running conference.
+ADDED = frozenset(
+    {
+        "after_accept_participant",  # the add is in Postgres; its Kafka offset is not committed
+        "after_mark_dialing_added",  # the added participant is marked dialing, not dialed
+        "after_dial_added",  # the provider placed its call; the call's id is not stored
+    }
+)
+KNOWN = STARTING | ADDED
 
 _armed: dict[str, int] = {}
 _hits: dict[str, int] = {}

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from service import failpoints, metrics
 from service.domain.account import AccountPause
-from service.domain.commands import ConferenceCommand
+from service.domain.commands import AddParticipantCommand, ConferenceCommand
 from service.domain.conference import (
     CallReport,
     Conference,
@@ -62,6 +62,8 @@ from service.ports import (
 )
 
 log = get_logger(__name__)
+
+_NOT_DIALED = (DialState.PENDING, DialState.DIALING)
 
 _FINAL_EVENT = {
     ConferenceStatus.COMPLETED: EventType.COMPLETED,
@@ -118,7 +120,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
     be on its way; past that it is resolved from the provider's call list, never by dialing
     again. No dial waits for budget after its mark, and nothing waits past the claim's lease.
     """
-    store, provider, timing = deps.store, deps.provider, deps.timing
+    store, provider = deps.store, deps.provider
     if _past_deadline(deps, conference):
         await _finish(deps, conference, ConferenceStatus.UNRESOLVED, _why_not_dialed(conference))
         return
@@ -160,40 +162,7 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         # below. A crash before that only leaves an empty room at the provider, never a call.
         conference.status = ConferenceStatus.DIALING
 
-    unknown = any(p.dial_state is DialState.DIALING for p in conference.participants)
-    if unknown and not await _resolve_unknown_dials(deps, conference, not_after):
-        return
-
-    pending = [p for p in conference.participants if p.dial_state is DialState.PENDING]
-    if pending:
-        slots = deps.budget.book(len(pending), not_after)
-        if not slots:
-            await store.save(conference, [], deps.budget.seconds_until_free())
-            return
-        # Everyone with a send time is marked, in one commit, before anyone is dialed; the
-        # lease is held until the last of them can no longer be on its way.
-        dialing = pending[: len(slots)]
-        for participant, slot in zip(dialing, slots, strict=True):
-            participant.dial_state = DialState.DIALING
-            participant.dial_started_at = slot
-        hold = (slots[-1] - deps.clock()).total_seconds() + timing.dial_grace
-        if not await store.save(conference, [], hold, hold=True):
-            return
-        failpoints.reached("after_mark_dialing")
-        await asyncio.gather(
-            *(_dial(deps, conference, p, slot) for p, slot in zip(dialing, slots, strict=True))
-        )
-        failpoints.reached("after_dial")
-        if any(p.dial_state is DialState.PENDING for p in conference.participants):
-            # Refused before it was processed (429), or the budget served only some: the rest
-            # go in a later step, when the budget has room again.
-            await store.save(conference, [], max(deps.budget.seconds_until_free(), 0.5))
-            return
-        # The dials' outcomes are committed by whichever save ends this step, below; until
-        # then they read as `dialing` and would be resolved, never dialed again.
-
-    if any(p.dial_state is DialState.DIALING for p in conference.participants):
-        await store.save(conference, [], timing.dial_grace)
+    if not await _dial_pending(deps, conference, not_after, "start"):
         return
     if all(p.dial_state is DialState.REJECTED for p in conference.participants):
         outcome = outcome_when_settled(conference)
@@ -211,6 +180,107 @@ async def advance_dialing(deps: WorkerDeps, conference: Conference) -> None:
         },
     )
     await store.save(conference, [dialed], _next_poll(deps, conference))
+
+
+async def _dial_pending(
+    deps: WorkerDeps, conference: Conference, not_after: datetime, phase: str
+) -> bool:
+    """Dial every pending participant once: unknown outcomes resolved first, then a send time
+    booked for each, all marked `dialing` in one commit, then dialed at their times. True when
+    nobody is left pending or dialing (the outcomes are on the participants, for the caller's
+    save to commit); False when the step saved and must stop. `phase` names the failpoints:
+    `start` for a conference's first participants, `added` for those added while it runs."""
+    store, timing = deps.store, deps.timing
+    unknown = any(p.dial_state is DialState.DIALING for p in conference.participants)
+    if unknown and not await _resolve_unknown_dials(deps, conference, not_after):
+        return False
+
+    pending = [p for p in conference.participants if p.dial_state is DialState.PENDING]
+    if pending:
+        slots = deps.budget.book(len(pending), not_after)
+        if not slots:
+            await store.save(conference, [], deps.budget.seconds_until_free())
+            return False
+        # Everyone with a send time is marked, in one commit, before anyone is dialed; the
+        # lease is held until the last of them can no longer be on its way.
+        dialing = pending[: len(slots)]
+        for participant, slot in zip(dialing, slots, strict=True):
+            participant.dial_state = DialState.DIALING
+            participant.dial_started_at = slot
+        hold = (slots[-1] - deps.clock()).total_seconds() + timing.dial_grace
+        if not await store.save(conference, [], hold, hold=True):
+            return False
+        failpoints.reached(_FAILPOINTS[phase][0])
+        await asyncio.gather(
+            *(_dial(deps, conference, p, slot) for p, slot in zip(dialing, slots, strict=True))
+        )
+        failpoints.reached(_FAILPOINTS[phase][1])
+        if any(p.dial_state is DialState.PENDING for p in conference.participants):
+            # Refused before it was processed (429), or the budget served only some: the rest
+            # go in a later step, when the budget has room again.
+            await store.save(conference, [], max(deps.budget.seconds_until_free(), 0.5))
+            return False
+        # The dials' outcomes are committed by whichever save ends this step; until then
+        # they read as `dialing` and would be resolved, never dialed again.
+
+    if any(p.dial_state is DialState.DIALING for p in conference.participants):
+        await store.save(conference, [], timing.dial_grace)
+        return False
+    return True
+
+
+# The failpoints around the dials (after the marks, after the answers), by phase.
+_FAILPOINTS = {
+    "start": ("after_mark_dialing", "after_dial"),
+    "added": ("after_mark_dialing_added", "after_dial_added"),
+}
+
+
+async def accept_participant_command(
+    store: ConferenceStore,
+    command: AddParticipantCommand,
+    now: datetime,
+    default_max_duration: int,
+) -> bool:
+    """Add the participant to its conference (once, however often it is delivered); the
+    dialer or the poller then dials it."""
+
+    def added(position: int) -> PendingEvent:
+        return PendingEvent(
+            event_id=event_id(
+                command.conference_id, EventType.PARTICIPANT_ADDED, str(command.command_id)
+            ),
+            type=EventType.PARTICIPANT_ADDED,
+            occurred_at=now,
+            data={
+                "command_id": str(command.command_id),
+                "requested_at": command.requested_at.isoformat(),
+                "position": position,
+                "number": command.payload.number,
+            },
+        )
+
+    return await store.accept_participant(command, added, default_max_duration)
+
+
+async def _dial_added(deps: WorkerDeps, conference: Conference) -> None:
+    """Participants added while the conference runs: dialed with the protocol of its start,
+    then polled with the others."""
+    if conference.cancel_requested_at is not None:
+        for participant in conference.participants:
+            if participant.dial_state is DialState.PENDING:
+                participant.dial_state = DialState.REJECTED
+                participant.rejection_reason = "canceled before it was dialed"
+        if not any(p.dial_state is DialState.DIALING for p in conference.participants):
+            await deps.store.save(conference, [], 0)
+            return
+    paused = deps.account.remaining(deps.clock())
+    if paused:
+        await deps.store.save(conference, [], paused)
+        return
+    if await _dial_pending(deps, conference, _booking_deadline(deps), "added"):
+        # Its call's status comes with the next poll (or the provider's webhook).
+        await deps.store.save(conference, [], _retry_delay(deps))
 
 
 def _why_not_dialed(conference: Conference) -> str:
@@ -408,6 +478,9 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
         # before that point (a bug, an answer that cannot be read): stop trying.
         await _finish(deps, conference, ConferenceStatus.UNRESOLVED, "not settled by the deadline")
         return
+    if any(p.dial_state in _NOT_DIALED for p in conference.participants):
+        await _dial_added(deps, conference)
+        return
     slot = _book_one(deps, _booking_deadline(deps), _poll_urgency(deps, conference))
     if slot is None:
         await deps.store.save(conference, [], deps.budget.seconds_until_free())
@@ -478,6 +551,10 @@ async def poll_conference(deps: WorkerDeps, conference: Conference) -> None:
                 )
             )
 
+    if conference.all_settled and conference.expects_participants:
+        # An add answered 202 is on its way to us: the room stays open for it.
+        await deps.store.save(conference, events, _retry_delay(deps))
+        return
     if conference.all_settled:
         if report.is_open:
             await _end_at_provider(deps, conference)

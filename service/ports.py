@@ -3,7 +3,7 @@ implement them for Postgres, Kafka and TotalVoice; the tests' fakes, in memory."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,8 +11,9 @@ from enum import IntEnum
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from service.domain.commands import ConferenceCommand
+from service.domain.commands import AddParticipantCommand, ConferenceCommand
 from service.domain.conference import (
+    AdditionRefused,
     CallReport,
     Conference,
     ConferenceReport,
@@ -179,6 +180,26 @@ class IngressRecord:
 
 
 @dataclass(frozen=True)
+class AdditionRecord:
+    """The first answer given for a caller's add-participant key: the position reserved for the
+    number, and the command published for it."""
+
+    conference_id: UUID
+    position: int
+    body_sha256: str
+    command: dict[str, Any]
+    created_at: datetime
+
+
+class ParticipantRefused(Exception):
+    """The conference takes no such participant now; nothing was stored."""
+
+    def __init__(self, reason: AdditionRefused, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
 class OutboxMessage:
     id: int
     topic: str
@@ -204,6 +225,21 @@ class IngressStore(Protocol):
 
     async def recall(self, caller: str, idempotency_key: str) -> IngressRecord | None:
         """What was stored for the key, if anything."""
+
+    async def reserve_participant(
+        self,
+        caller: str,
+        idempotency_key: str,
+        body_sha256: str,
+        command: AddParticipantCommand,
+        default_max_duration: int,
+    ) -> AdditionRecord:
+        """Store the key's add with the next free position for its number, or return what was
+        stored for the key before. `ParticipantRefused` when the caller's conference cannot
+        take the number (the domain's `addition_refused`), counting the adds reserved before."""
+
+    async def recall_addition(self, caller: str, idempotency_key: str) -> AdditionRecord | None:
+        """What was stored for the add's key, if anything."""
 
     async def ping(self) -> None: ...
 
@@ -253,6 +289,19 @@ class ConferenceStore(Protocol):
         False when the command (by id, or by caller + idempotency key) is known already;
         `CommandIdReused` when its command id or conference id belongs to another command, and
         `CommandRefusedByStore` when its values cannot be stored (nothing is written)."""
+
+    async def accept_participant(
+        self,
+        command: AddParticipantCommand,
+        event_for: Callable[[int], PendingEvent],
+        default_max_duration: int,
+    ) -> bool:
+        """Add the participant, pending, at the position the api reserved for the command (or,
+        for one produced straight to Kafka, the next free one if the conference may take it),
+        with the event `event_for(position)`, and make the conference due now; one
+        transaction. False when the command was accepted before. `ParticipantRefused` for a
+        command without a reservation that the conference cannot take; `CommandRefusedByStore`
+        as for `accept`."""
 
     async def claim_due(
         self,

@@ -148,6 +148,8 @@ class ApiSettings(CallerSettings):
     api_body_timeout_seconds: float = Field(default=10.0, gt=0)
     # Short: a provider sends its callback in one go, and a webhook slot waits on nothing else.
     webhook_body_timeout_seconds: float = Field(default=2.0, gt=0)
+    # The worker's setting, read here too: an add to a conference past it is refused (409).
+    default_max_duration_seconds: int = Field(default=4 * 3600, gt=0)
 
 
 class WorkerSettings(_Group):

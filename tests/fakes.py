@@ -14,21 +14,32 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from service.adapters.totalvoice import parse_conference
-from service.domain.commands import ConferenceCommand
+from service.domain.commands import (
+    MAX_PARTICIPANTS,
+    AddParticipantCommand,
+    Command,
+    ConferenceCommand,
+    parse_command,
+)
 from service.domain.conference import (
+    AdditionRefused,
     CallReport,
     Conference,
     ConferenceReport,
     ConferenceStatus,
     Participant,
+    addition_refused,
 )
 from service.domain.events import PendingEvent
 from service.domain.ledger import Adjustment
 from service.ports import (
+    AdditionRecord,
     CommandIdReused,
     CommandRefusedByStore,
     IngressRecord,
     OutboxMessage,
+    ParticipantRefused,
+    ProviderNotActive,
     ProviderNotFound,
     Urgency,
 )
@@ -50,6 +61,9 @@ class _Row:
     conference: Conference
     next_action_at: datetime | None
     events: list[tuple[int, PendingEvent]] = field(default_factory=list)
+    leased_until: datetime | None = None
+    # Something happened while a worker held it (an add): its next save makes it due now.
+    nudged: bool = False
 
 
 class FakeConferenceStore:
@@ -59,6 +73,9 @@ class FakeConferenceStore:
         self.keys: set[tuple[str, str]] = set()
         self.command_ids: set[UUID] = set()
         self.ingress: dict[tuple[str, str], IngressRecord] = {}
+        # The api's adds: by key, and the numbers reserved per conference.
+        self.additions: dict[tuple[str, str], AdditionRecord] = {}
+        self.reserved: dict[UUID, dict[int, str]] = {}
         self.available = True
         self.runs: list[list[Any]] = []
         self.run_reports: list[str] = []
@@ -88,6 +105,58 @@ class FakeConferenceStore:
     async def ping(self) -> None:
         if not self.available:
             raise OSError("postgres is down")
+
+    async def reserve_participant(
+        self,
+        caller: str,
+        idempotency_key: str,
+        body_sha256: str,
+        command: AddParticipantCommand,
+        default_max_duration: int,
+    ) -> AdditionRecord:
+        if not self.available:
+            raise OSError("postgres is down")
+        earlier = self.additions.get((caller, idempotency_key))
+        if earlier is not None:
+            return earlier
+        position = self._take_position(command, default_max_duration)
+        self.reserved.setdefault(command.conference_id, {})[position] = command.payload.number
+        record = AdditionRecord(
+            conference_id=command.conference_id,
+            position=position,
+            body_sha256=body_sha256,
+            command=command.wire,
+            created_at=command.requested_at,
+        )
+        self.additions[(caller, idempotency_key)] = record
+        return record
+
+    async def recall_addition(self, caller: str, idempotency_key: str) -> AdditionRecord | None:
+        if not self.available:
+            raise OSError("postgres is down")
+        return self.additions.get((caller, idempotency_key))
+
+    def _take_position(self, command: AddParticipantCommand, default_max_duration: int) -> int:
+        row = self.rows.get(command.conference_id)
+        if row is None or row.conference.caller != command.caller:
+            raise ParticipantRefused(AdditionRefused.UNKNOWN_CONFERENCE, "no such conference")
+        conference = row.conference
+        reserved = self.reserved.get(conference.id, {})
+        numbers = {p.number for p in conference.participants} | set(reserved.values())
+        refusal = addition_refused(
+            conference,
+            command.payload.number,
+            numbers,
+            self.clock(),
+            default_max_duration,
+            MAX_PARTICIPANTS,
+        )
+        if refusal is not None:
+            raise ParticipantRefused(refusal, refusal.value)
+        positions = {p.position for p in conference.participants} | set(reserved)
+        position = max(conference.participant_count or 0, max(positions, default=-1) + 1)
+        conference.participant_count = position + 1
+        return position
 
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
         row = self.rows.get(conference_id)
@@ -127,6 +196,51 @@ class FakeConferenceStore:
         return False
 
     # ConferenceStore
+    async def accept_participant(
+        self,
+        command: AddParticipantCommand,
+        event_for: Callable[[int], PendingEvent],
+        default_max_duration: int,
+    ) -> bool:
+        row = self.rows.get(command.conference_id)
+        if row is not None and any(
+            p.command_id == command.command_id for p in row.conference.participants
+        ):
+            return False
+        reserved = next(
+            (
+                r
+                for r in self.additions.values()
+                if r.command["command_id"] == str(command.command_id)
+            ),
+            None,
+        )
+        if reserved is not None:
+            position = reserved.position
+            assert row is not None
+        else:
+            key = (command.caller, command.idempotency_key)
+            if key in self.keys:
+                return False
+            position = self._take_position(command, default_max_duration)
+            self.keys.add(key)
+            row = self.rows[command.conference_id]
+        row.conference.participants.append(
+            Participant(
+                position=position,
+                number=command.payload.number,
+                caller_id=command.payload.caller_id,
+                record=bool(command.payload.record),
+                command_id=command.command_id,
+            )
+        )
+        row.conference.participants.sort(key=lambda p: p.position)
+        row.events.append((len(row.events) + 1, event_for(position)))
+        row.nudged = True
+        if row.leased_until is None or row.leased_until < self.clock():
+            row.next_action_at = self.clock()
+        return True
+
     async def accept(self, command: ConferenceCommand, event: PendingEvent) -> bool:
         _refuse_what_postgres_cannot_store(command)
         key = (command.caller, command.idempotency_key)
@@ -161,6 +275,7 @@ class FakeConferenceStore:
                 )
                 for i, p in enumerate(payload.participants)
             ],
+            participant_count=len(payload.participants),
         )
         self.rows[conference.id] = _Row(conference, self.clock(), [(1, event)])
         return True
@@ -187,6 +302,8 @@ class FakeConferenceStore:
             row.conference.claim_token = uuid4()
             row.conference.due_at = row.next_action_at
             row.next_action_at = self.clock() + timedelta(seconds=lease_seconds)
+            row.leased_until = row.next_action_at
+            row.nudged = False
         # Handlers get their own copy, as they would from a database.
         return [copy.deepcopy(row.conference) for row in due]
 
@@ -201,16 +318,33 @@ class FakeConferenceStore:
         row = self.rows[conference.id]
         if row.conference.claim_token != conference.claim_token:
             return False
+        stored = row.conference
+        finishing = stored.finalized_at is None and conference.finalized_at is not None
+        if finishing and (stored.participant_count or 0) > len(conference.participants):
+            # As Postgres: not final while an add this save does not know is on its way.
+            return False
         known = {e.event_id for _, e in row.events}
         sequence = len(row.events)
         for event in events:
             if event.event_id not in known:
                 sequence += 1
                 row.events.append((sequence, event))
+        # Participants are upserted by position: one added since the claim stays.
+        saved = {p.position for p in conference.participants}
+        added = [p for p in stored.participants if p.position not in saved]
         row.conference = copy.deepcopy(conference)
-        row.next_action_at = (
-            None if next_action_in is None else self.clock() + timedelta(seconds=next_action_in)
+        row.conference.participant_count = stored.participant_count
+        row.conference.participants = sorted(
+            [*row.conference.participants, *added], key=lambda p: p.position
         )
+        if next_action_in is None:
+            row.next_action_at = None
+        elif row.nudged and not hold:
+            row.next_action_at = self.clock()
+        else:
+            row.next_action_at = self.clock() + timedelta(seconds=next_action_in)
+        row.leased_until = row.next_action_at if hold else None
+        row.nudged = False
         return True
 
     # ReconcileLedger
@@ -359,6 +493,8 @@ class FakeProvider:
         # The dial protocol books every dial's time before marking it: a dial without one
         # would be a dial that could wait for budget after its mark.
         assert at is not None, "a dial must go at a booked time"
+        if conference_id in self.ended:
+            raise ProviderNotActive("a conferencia não está ativa", status=404, reason=80)
         failure, self.fail_next_dial_with = self.fail_next_dial_with, None
         if failure is not None and not self.place_call_before_failing:
             raise failure
@@ -479,9 +615,9 @@ class FakeCommandPublisher:
         self.available = True
 
     @property
-    def published(self) -> list[ConferenceCommand]:
+    def published(self) -> list[Command]:
         """What was sent, read back as a consumer would."""
-        return [ConferenceCommand.model_validate(c) for c in self.sent]
+        return [parse_command(c) for c in self.sent]
 
     async def publish_command(self, conference_id: UUID, command: dict[str, Any]) -> None:
         if not self.available:

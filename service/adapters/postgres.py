@@ -4,7 +4,7 @@ the reconcile runs with the ledger's adjustments."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,11 +14,13 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from service.domain.commands import ConferenceCommand
+from service.adapters import postgres_additions as additions
+from service.domain.commands import AddParticipantCommand, ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
 from service.domain.events import PendingEvent, envelope, money
 from service.domain.ledger import Adjustment
 from service.ports import (
+    AdditionRecord,
     CommandIdReused,
     CommandRefusedByStore,
     ConferenceFilter,
@@ -29,6 +31,10 @@ from service.ports import (
 )
 
 _REUSED = "the command id or conference id belongs to another command"
+
+
+class _KeyTakenMeanwhile(Exception):
+    """Rolls back a reservation whose key another request stored first."""
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -60,7 +66,8 @@ async def open_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.
 _CONFERENCE_COLUMNS = """
     c.id, c.command_id, c.caller, c.idempotency_key, c.status, c.reference, c.metadata,
     c.max_duration_seconds, c.accepted_at, c.provider_conference_id, c.poll_count, c.claim_token,
-    c.provider_ended_at, c.cancel_requested_at, c.finalized_at, c.failure_reason
+    c.provider_ended_at, c.cancel_requested_at, c.finalized_at, c.failure_reason,
+    c.participant_count
 """
 
 # An upsert: reconciliation adds the billed calls the provider reported and we did not know.
@@ -156,6 +163,7 @@ def _conference(row: asyncpg.Record, participants: list[Participant]) -> Confere
         failure_reason=row["failure_reason"],
         participants=participants,
         due_at=row.get("due_at"),
+        participant_count=row["participant_count"],
     )
 
 
@@ -180,6 +188,7 @@ def _participant(row: asyncpg.Record) -> Participant:
         source=row["source"],
         reconciled_at=row["reconciled_at"],
         status_changes=row["status_changes"],
+        command_id=row["command_id"],
     )
 
 
@@ -302,6 +311,72 @@ class PostgresStore:
             )
         return None if row is None else _ingress_record(row)
 
+    # --- adding participants (service/adapters/postgres_additions.py) --------------------
+
+    async def reserve_participant(
+        self,
+        caller: str,
+        idempotency_key: str,
+        body_sha256: str,
+        command: AddParticipantCommand,
+        default_max_duration: int,
+    ) -> AdditionRecord:
+        async with self._acquire() as connection:
+            try:
+                async with connection.transaction():
+                    earlier = await additions.recall(connection, caller, idempotency_key)
+                    if earlier is not None:
+                        return earlier
+                    record = await additions.reserve(
+                        connection, body_sha256, command, default_max_duration
+                    )
+                    if record is None:
+                        # The key was stored meanwhile by another request: rolling back
+                        # gives its position back, and that request's answer is ours.
+                        raise _KeyTakenMeanwhile
+                    return record
+            except _KeyTakenMeanwhile:
+                stored = await additions.recall(connection, caller, idempotency_key)
+                assert stored is not None
+                return stored
+
+    async def recall_addition(self, caller: str, idempotency_key: str) -> AdditionRecord | None:
+        async with self._acquire() as connection:
+            return await additions.recall(connection, caller, idempotency_key)
+
+    async def accept_participant(
+        self,
+        command: AddParticipantCommand,
+        event_for: Callable[[int], PendingEvent],
+        default_max_duration: int,
+    ) -> bool:
+        try:
+            async with self._acquire() as connection, connection.transaction():
+                position = await additions.accept(connection, command, default_max_duration)
+                if position is None:
+                    return False
+                row = await connection.fetchrow(
+                    f"""
+                    UPDATE conference c
+                       SET last_sequence = last_sequence + 1, nudged_at = now(),
+                           next_action_at = CASE
+                               WHEN leased_until IS NULL OR leased_until < now() THEN now()
+                               ELSE next_action_at END
+                     WHERE id = $1
+                    RETURNING {_CONFERENCE_COLUMNS}, c.last_sequence
+                    """,  # noqa: S608 (a constant column list, no input)
+                    command.conference_id,
+                )
+                await self._insert_events(
+                    connection,
+                    _conference(row, []),
+                    [event_for(position)],
+                    first_sequence=row["last_sequence"],
+                )
+            return True
+        except asyncpg.DataError as error:
+            raise CommandRefusedByStore(f"{type(error).__name__}: {error}"[:500]) from error
+
     # --- reads for the API ---------------------------------------------------------------
 
     async def get(self, caller: str, conference_id: UUID) -> dict[str, Any] | None:
@@ -320,7 +395,20 @@ class PostgresStore:
                 "SELECT * FROM participant WHERE conference_id = $1 ORDER BY position",
                 conference_id,
             )
-        return _conference_view(row, participants)
+            reserved = []
+            if row["participant_count"] > len(participants):
+                reserved = await connection.fetch(
+                    """
+                    SELECT r.position, r.number FROM participant_request r
+                     WHERE r.conference_id = $1 AND NOT EXISTS (
+                           SELECT 1 FROM participant p WHERE p.command_id = r.command_id)
+                     ORDER BY r.position
+                    """,
+                    conference_id,
+                )
+        view = _conference_view(row, participants)
+        view["participants"] += additions.view_of_reserved(reserved)
+        return view
 
     async def find(
         self, caller: str, filters: ConferenceFilter, limit: int
@@ -452,8 +540,8 @@ class PostgresStore:
                 INSERT INTO conference AS c (
                     id, command_id, caller, idempotency_key, status, reference, metadata,
                     max_duration_seconds, requested_at, next_action_at, last_sequence,
-                    cancel_requested_at)
-                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9)
+                    cancel_requested_at, participant_count)
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9, $10)
                 ON CONFLICT DO NOTHING
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
@@ -466,6 +554,7 @@ class PostgresStore:
                 payload.max_duration_seconds,
                 command.requested_at,
                 cancel_requested_at,
+                len(payload.participants),
             )
             if row is None:
                 # Another command took an id between the check and the insert; raising rolls
@@ -576,6 +665,10 @@ class PostgresStore:
                                        ELSE NULL END,
                    last_sequence = last_sequence + $10
              WHERE id = $1 AND claim_token = $2
+               -- Not final while a participant is on its way that this save does not know
+               -- (an add accepted or reserved since the claim): the next claim dials it.
+               AND (finalized_at IS NOT NULL OR $7::timestamptz IS NULL
+                    OR participant_count <= $12)
             RETURNING last_sequence
             """,
             conference.id,
@@ -589,6 +682,7 @@ class PostgresStore:
             next_action_in,
             len(new_events),
             hold,
+            len(conference.participants),
         )
         if row is None:
             return False
@@ -764,7 +858,7 @@ class PostgresStore:
         """Forget keys older than the retention; a caller may then use one again."""
         pruned = 0
         async with self._acquire() as connection:
-            for table in ("ingress_request", "command_key"):
+            for table in ("ingress_request", "participant_request", "command_key"):
                 status = await connection.execute(
                     f"DELETE FROM {table} WHERE created_at < now() - make_interval(days => $1)",  # noqa: S608 (a constant table name)
                     int(older_than_days),
@@ -953,8 +1047,8 @@ def _accepted_view(ingress: asyncpg.Record) -> dict[str, Any]:
         "finalized_at": None,
         "failure_reason": None,
         "participants": [
-            {"number": p["number"], "dial_state": DialState.PENDING.value}
-            for p in command["payload"]["participants"]
+            {"position": i, "number": p["number"], "dial_state": DialState.PENDING.value}
+            for i, p in enumerate(command["payload"]["participants"])
         ],
         "totals": {"billed_seconds": 0, "price": "0.0000", "currency": "BRL"},
     }
@@ -977,6 +1071,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
         "failure_reason": row["failure_reason"],
         "participants": [
             {
+                "position": p["position"],
                 "number": p["number"],
                 "dial_state": p["dial_state"],
                 "provider_call_id": p["provider_call_id"],
@@ -989,6 +1084,7 @@ def _conference_view(row: asyncpg.Record, participants: list[asyncpg.Record]) ->
                 "price": money(p["price"]),
                 "currency": p["currency"],
                 "recording_url": p["recording_url"],
+                "rejection_reason": p["rejection_reason"],
             }
             for p in participants
         ],

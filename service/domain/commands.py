@@ -1,12 +1,12 @@
-"""What callers ask for: the create-conference body (canonical or the provider's seed form) and
-the command that carries it over Kafka."""
+"""What callers ask for: the create-conference body (canonical or the provider's seed form), the
+add-participant body, and the commands that carry them over Kafka."""
 
 from __future__ import annotations
 
 import functools
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 from uuid import UUID
 
 from pydantic import (
@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -120,6 +121,48 @@ class ConferenceCommand(_Strict):
     def wire(self) -> dict[str, Any]:
         """The command as JSON values, exactly as it is stored and published (made once)."""
         return self.model_dump(mode="json")
+
+
+class AddParticipantCommand(_Strict):
+    """One participant for a conference that is already running: the body of
+    `POST /v1/conferences/{id}/participants` as its `payload`. Dialed with the same protocol as
+    the participants of a create; its position is the next one free when it is accepted (or
+    the one the api reserved for it and answered with)."""
+
+    type: Literal["participant.add"]
+    command_id: UUID
+    conference_id: UUID
+    caller: StorableText = Field(min_length=1, max_length=100)
+    idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
+    requested_at: datetime
+    payload: ParticipantRequest
+
+    @functools.cached_property
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+Command: TypeAlias = ConferenceCommand | AddParticipantCommand
+
+
+def command_schema() -> dict[str, Any]:
+    """The JSON Schema of a value on the topic (schemas/conference.commands.v1.json)."""
+    union = Annotated[ConferenceCommand | AddParticipantCommand, Field(discriminator="type")]
+    schema = TypeAdapter(union).json_schema(mode="validation")
+    schema["description"] = (
+        "A value on `conference.commands.v1` (key: the conference id): a create or an add. "
+        "Other services may produce it directly."
+    )
+    return schema
+
+
+def parse_command(value: Any) -> Command:
+    """A command off the topic, by its `type` (a create unless it says `participant.add`, so a
+    value of no known type is reported against the create's fields)."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "participant.add":
+        return AddParticipantCommand.model_validate(value)
+    return ConferenceCommand.model_validate(value)
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:

@@ -3,9 +3,9 @@ how a conference ends, when to look again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
@@ -56,6 +56,20 @@ IN_PROGRESS_CALL_STATUSES = frozenset({"preparando", "chamando"})
 
 def is_known_call_status(status: str | None) -> bool:
     return status is None or status in FINAL_CALL_STATUSES or status in IN_PROGRESS_CALL_STATUSES
+
+
+class AdditionRefused(StrEnum):
+    """Why a conference takes no new participant. The api answers these as 404, 409 or 422;
+    a command produced straight to Kafka goes to the DLQ with the reason."""
+
+    UNKNOWN_CONFERENCE = "unknown-conference"
+    NOT_READY = "conference-not-ready"
+    FINAL = "conference-final"
+    CANCELED = "conference-canceled"
+    PAST_MAX_DURATION = "conference-past-max-duration"
+    ROOM_ENDED = "conference-room-ended"
+    DUPLICATE_NUMBER = "duplicate-number"
+    FULL = "conference-full"
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,8 @@ class Participant:
     reconciled_at: datetime | None = None
     # How many times the provider's status for this call has changed: it names each change.
     status_changes: int = 0
+    # The add that made this participant (None for those the conference was created with).
+    command_id: UUID | None = None
 
     @property
     def is_settled(self) -> bool:
@@ -157,6 +173,16 @@ class Conference:
     participants: list[Participant] = field(default_factory=list)
     # When its step came due (known once claimed): how long a poll has waited for its turn.
     due_at: datetime | None = None
+    # Positions taken, by participants and by adds the api answered 202 for that the consumer
+    # has not accepted yet (known once claimed): while more are taken than are here, one is on
+    # its way, and the conference must not end.
+    participant_count: int | None = None
+
+    @property
+    def expects_participants(self) -> bool:
+        return self.participant_count is not None and self.participant_count > len(
+            self.participants
+        )
 
     @property
     def all_settled(self) -> bool:
@@ -176,6 +202,34 @@ def match_call(participant: Participant, calls: Sequence[CallReport]) -> CallRep
     for call in calls:
         if call.number == participant.number:
             return call
+    return None
+
+
+def addition_refused(
+    conference: Conference,
+    number: str,
+    numbers: Collection[str],
+    now: datetime,
+    default_max_duration: int,
+    max_participants: int,
+) -> AdditionRefused | None:
+    """Why `number` may not join the conference now, or None when it may. `numbers` are those
+    it has or has been promised (adds accepted and adds reserved), and `participant_count`
+    counts both."""
+    if conference.status.is_final or conference.finalized_at is not None:
+        return AdditionRefused.FINAL
+    if conference.cancel_requested_at is not None:
+        return AdditionRefused.CANCELED
+    if conference.provider_ended_at is not None:
+        return AdditionRefused.ROOM_ENDED
+    limit = conference.max_duration_seconds or default_max_duration
+    if now - conference.accepted_at > timedelta(seconds=limit):
+        return AdditionRefused.PAST_MAX_DURATION
+    if number in numbers:
+        return AdditionRefused.DUPLICATE_NUMBER
+    taken = max(conference.participant_count or 0, len(conference.participants))
+    if taken >= max_participants:
+        return AdditionRefused.FULL
     return None
 
 

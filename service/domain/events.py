@@ -19,6 +19,7 @@ _EVENT_NAMESPACE = UUID("6f1c1c52-5d0e-4a8e-9a57-3f1f4f0b7c11")
 class EventType(StrEnum):
     ACCEPTED = "conference.accepted"
     DIALED = "conference.dialed"
+    PARTICIPANT_ADDED = "participant.added"
     PARTICIPANT_STATUS_CHANGED = "participant.status_changed"
     COMPLETED = "conference.completed"
     FAILED = "conference.failed"

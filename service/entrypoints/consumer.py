@@ -19,10 +19,16 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from service import failpoints, metrics
-from service.domain.commands import ConferenceCommand, field_errors
-from service.handlers import accept_command
+from service.domain.commands import AddParticipantCommand, Command, field_errors, parse_command
+from service.handlers import accept_command, accept_participant_command
 from service.logging import get_logger
-from service.ports import CommandIdReused, CommandRefusedByStore, ConferenceStore, DeadLetters
+from service.ports import (
+    CommandIdReused,
+    CommandRefusedByStore,
+    ConferenceStore,
+    DeadLetters,
+    ParticipantRefused,
+)
 
 log = get_logger(__name__)
 
@@ -43,7 +49,7 @@ async def _until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await attempt()
-        except CommandRefusedByStore:
+        except (CommandRefusedByStore, ParticipantRefused):
             raise
         except Exception as error:
             log.warning(f"{what}_retrying", error=repr(error)[:300], delay=delay)
@@ -61,6 +67,7 @@ class CommandConsumer:
         callers: Collection[str],
         lag_interval: float = LAG_INTERVAL_SECONDS,
         on_accepted: Callable[[], None] = lambda: None,
+        default_max_duration: int = 4 * 3600,
     ) -> None:
         self._consumer = consumer
         self._dead_letters = dead_letters
@@ -72,6 +79,8 @@ class CommandConsumer:
         # canceled by no one, so it is not carried out.
         self._callers = frozenset(callers)
         self._lag_interval = lag_interval
+        # An add produced straight to Kafka for a conference past this is dead-lettered.
+        self._default_max_duration = default_max_duration
         self._lag_series: set[TopicPartition] = set()
         self._accepting = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
 
@@ -136,7 +145,7 @@ class CommandConsumer:
 
     async def _handle(self, record: ConsumerRecord) -> None:
         try:
-            command = ConferenceCommand.model_validate(orjson.loads(record.value))
+            command = parse_command(orjson.loads(record.value))
         except orjson.JSONDecodeError:
             await self._dead_letter(record, "not-json", "the value is not JSON")
             return
@@ -150,25 +159,40 @@ class CommandConsumer:
             )
             return
         try:
-            accepted = await _until_done(
-                "command_accept", lambda: accept_command(self._store, command, self._clock())
-            )
+            accepted = await _until_done("command_accept", lambda: self._accept(command))
+        except ParticipantRefused as refused:
+            # Only an add produced straight to Kafka: one the api answered 202 for has its
+            # position reserved, and is never refused here.
+            await self._dead_letter(record, refused.reason.value, str(refused))
+            return
         except CommandIdReused as reused:
             await self._dead_letter(record, "command-id-reused", str(reused))
             return
         except CommandRefusedByStore as refused:
             await self._dead_letter(record, "refused-by-store", str(refused))
             return
-        failpoints.reached("after_accept")
+        failpoints.reached(
+            "after_accept_participant"
+            if isinstance(command, AddParticipantCommand)
+            else "after_accept"
+        )
         if accepted:
             self._on_accepted()
         metrics.COMMANDS_CONSUMED.labels(outcome="accepted" if accepted else "duplicate").inc()
         log.info(
             "command_consumed",
+            type=command.type,
             conference_id=str(command.conference_id),
             caller=command.caller,
             duplicate=not accepted,
         )
+
+    async def _accept(self, command: Command) -> bool:
+        if isinstance(command, AddParticipantCommand):
+            return await accept_participant_command(
+                self._store, command, self._clock(), self._default_max_duration
+            )
+        return await accept_command(self._store, command, self._clock())
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
         headers = [

@@ -29,21 +29,25 @@ from service import metrics
 from service.adapters.totalvoice import parse_id
 from service.domain.commands import (
     NUL_REFUSED,
+    AddParticipantCommand,
     ConferenceCommand,
     CreateConference,
+    ParticipantRequest,
     field_errors,
 )
-from service.domain.conference import ConferenceStatus
+from service.domain.conference import AdditionRefused, ConferenceStatus
 from service.entrypoints.limits import ApiLimits, CallerAdmission, ConcurrencyLimit
 from service.entrypoints.openapi import OPENAPI
 from service.entrypoints.problems import Problem
 from service.logging import get_logger
 from service.ports import (
+    AdditionRecord,
     CallerConferences,
     CommandPublisher,
     ConferenceFilter,
     IngressRecord,
     IngressStore,
+    ParticipantRefused,
     WebhookInbox,
 )
 
@@ -80,6 +84,8 @@ class ApiDeps:
     monotonic: Callable[[], float] = time.monotonic
     # The body model of this deploy; tests put two deploys' models side by side on one store.
     payload_model: type[CreateConference] = CreateConference
+    # Adds to a conference without its own max_duration_seconds are refused past this.
+    default_max_duration_seconds: int = 4 * 3600
 
 
 def create_app(deps: ApiDeps) -> Starlette:
@@ -98,6 +104,12 @@ def create_app(deps: ApiDeps) -> Starlette:
             api.cancel_conference,
             methods=["DELETE"],
             name="cancel_conference",
+        ),
+        Route(
+            "/v1/conferences/{conference_id}/participants",
+            api.add_participant,
+            methods=["POST"],
+            name="add_participant",
         ),
         Route(
             "/v1/webhooks/totalvoice/{secret}",
@@ -138,13 +150,7 @@ class _Api:
 
     async def create_conference(self, request: Request) -> Response:
         caller = self._caller(request)
-        key = request.headers.get("idempotency-key")
-        if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
-            raise Problem(
-                400,
-                "the Idempotency-Key header is required: 1 to 255 printable ASCII characters",
-                kind="idempotency-key-required",
-            )
+        key = _idempotency_key(request)
         # Its strings are checked by the model, as the consumer checks commands from Kafka.
         body = await self._json_body(
             request,
@@ -172,22 +178,8 @@ class _Api:
         else:
             record, replayed = earlier, True
         if record.body_sha256 != fingerprint and not _legacy_match(record, body):
-            raise Problem(
-                422,
-                "this Idempotency-Key was used before with a different body",
-                kind="idempotency-key-reused",
-            )
-        # A replay publishes again what was stored first, as stored: the first attempt may have
-        # failed after the key was stored, and the worker drops a command it already accepted.
-        try:
-            await self.deps.publisher.publish_command(record.conference_id, record.command)
-        except Exception as error:
-            log.error("command_publish_failed", error=type(error).__name__)
-            raise Problem(
-                503,
-                "the command bus is unavailable; retry with the same key",
-                retry_after=_DEPENDENCY_RETRY_AFTER,
-            ) from None
+            raise _key_reused()
+        await self._publish(record.conference_id, record.command)
         if not replayed:
             metrics.COMMANDS_ACCEPTED.inc()
         location = f"/v1/conferences/{record.conference_id}"
@@ -205,6 +197,114 @@ class _Api:
             status_code=202,
             headers=headers,
         )
+
+    async def add_participant(self, request: Request) -> Response:
+        """One more participant for a running conference: a position reserved for its number
+        (the store refuses what the conference cannot take), then the command on Kafka, as a
+        create goes. A replay answers the first answer and reserves nothing."""
+        caller = self._caller(request)
+        conference_id = _conference_id(request)
+        key = _idempotency_key(request)
+        body = await self._json_body(
+            request,
+            self.deps.max_body_bytes,
+            self.deps.limits.body_timeout_seconds,
+            strings_checked=False,
+        )
+        # The conference is part of the request: the same key and body for another one differ.
+        fingerprint = request_fingerprint({"conference_id": str(conference_id), "body": body})
+        earlier = await _dependency(self.deps.ingress.recall_addition(caller, key), "recall")
+        if earlier is None:
+            try:
+                participant = ParticipantRequest.model_validate(body)
+            except ValidationError as error:
+                raise Problem(
+                    422,
+                    "the body has invalid fields",
+                    kind="validation",
+                    errors=field_errors(error),
+                ) from None
+            command = AddParticipantCommand(
+                type="participant.add",
+                command_id=uuid.uuid4(),
+                conference_id=conference_id,
+                caller=caller,
+                idempotency_key=key,
+                requested_at=self.deps.clock(),
+                payload=participant,
+            )
+            record = await self._reserve_charged(caller, key, fingerprint, command)
+            replayed = record.command["command_id"] != str(command.command_id)
+        else:
+            record, replayed = earlier, True
+        if record.body_sha256 != fingerprint:
+            raise _key_reused()
+        await self._publish(record.conference_id, record.command)
+        conference = f"/v1/conferences/{record.conference_id}"
+        headers = {"Location": conference}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(
+            {
+                "conference_id": str(record.conference_id),
+                "position": record.position,
+                "number": record.command["payload"]["number"],
+                "dial_state": "pending",
+                "idempotency_key": key,
+                "links": {"conference": conference},
+            },
+            status_code=202,
+            headers=headers,
+        )
+
+    async def _reserve_charged(
+        self, caller: str, key: str, fingerprint: str, command: AddParticipantCommand
+    ) -> AdditionRecord:
+        """The add's dial charged to the caller, then its position reserved; refunded when it
+        is refused or turns out to be a replay."""
+        wait = self.admission.reserve_participants(caller, 1)
+        if wait:
+            raise Problem(
+                429,
+                f"over {self.deps.limits.participants_per_minute} participants a minute "
+                "for this caller",
+                kind="participant-rate-limited",
+                retry_after=wait,
+            )
+        try:
+            record = await self.deps.ingress.reserve_participant(
+                caller, key, fingerprint, command, self.deps.default_max_duration_seconds
+            )
+        except ParticipantRefused as refused:
+            self.admission.release_participants(caller, 1)
+            status = _REFUSAL_STATUS[refused.reason]
+            # Still being accepted: a matter of moments.
+            retry = 1 if refused.reason is AdditionRefused.NOT_READY else None
+            raise Problem(
+                status, str(refused), kind=refused.reason.value, retry_after=retry
+            ) from None
+        except Exception as error:
+            self.admission.release_participants(caller, 1)
+            log.error("ingress_store_failed", error=type(error).__name__)
+            raise Problem(
+                503, "storage is unavailable; retry later", retry_after=_DEPENDENCY_RETRY_AFTER
+            ) from None
+        if record.command["command_id"] != str(command.command_id):
+            self.admission.release_participants(caller, 1)
+        return record
+
+    async def _publish(self, conference_id: uuid.UUID, command: dict[str, Any]) -> None:
+        """The command as stored, on Kafka. A replay publishes it again: the first attempt may
+        have failed after the key was stored, and the worker drops what it accepted before."""
+        try:
+            await self.deps.publisher.publish_command(conference_id, command)
+        except Exception as error:
+            log.error("command_publish_failed", error=type(error).__name__)
+            raise Problem(
+                503,
+                "the command bus is unavailable; retry with the same key",
+                retry_after=_DEPENDENCY_RETRY_AFTER,
+            ) from None
 
     def _payload(self, body: Any) -> CreateConference:
         try:
@@ -425,6 +525,39 @@ def _parse_json(raw: bytes, strings_checked: bool) -> Any:
             errors=[{"field": unfit[0], "message": unfit[1]}],
         )
     return body
+
+
+def _key_reused() -> Problem:
+    return Problem(
+        422,
+        "this Idempotency-Key was used before with a different body",
+        kind="idempotency-key-reused",
+    )
+
+
+# What each refusal of an add is answered with: the conference is not there (404), it takes no
+# one now (409), or this number cannot join it (422).
+_REFUSAL_STATUS: dict[AdditionRefused, int] = {
+    AdditionRefused.UNKNOWN_CONFERENCE: 404,
+    AdditionRefused.NOT_READY: 409,
+    AdditionRefused.FINAL: 409,
+    AdditionRefused.CANCELED: 409,
+    AdditionRefused.PAST_MAX_DURATION: 409,
+    AdditionRefused.ROOM_ENDED: 409,
+    AdditionRefused.DUPLICATE_NUMBER: 422,
+    AdditionRefused.FULL: 422,
+}
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(
+            400,
+            "the Idempotency-Key header is required: 1 to 255 printable ASCII characters",
+            kind="idempotency-key-required",
+        )
+    return key
 
 
 def _digest(secret: str) -> bytes:

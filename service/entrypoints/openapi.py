@@ -156,10 +156,34 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ParticipantAdded": {
+        "type": "object",
+        "required": [
+            "conference_id",
+            "position",
+            "number",
+            "dial_state",
+            "idempotency_key",
+            "links",
+        ],
+        "properties": {
+            "conference_id": {"type": "string", "format": "uuid"},
+            "position": {"type": "integer", "minimum": 0, "maximum": 9},
+            "number": {"type": "string", "description": "E.164."},
+            "dial_state": {"const": "pending"},
+            "idempotency_key": {"type": "string"},
+            "links": {
+                "type": "object",
+                "required": ["conference"],
+                "properties": {"conference": {"type": "string"}},
+            },
+        },
+    },
     "ParticipantView": {
         "type": "object",
-        "required": ["number", "dial_state"],
+        "required": ["position", "number", "dial_state"],
         "properties": {
+            "position": {"type": "integer", "minimum": 0},
             "number": {"type": "string"},
             "dial_state": {"enum": ["pending", "dialing", "dialed", "rejected"]},
             "provider_call_id": _NULLABLE_STRING,
@@ -172,6 +196,10 @@ _SCHEMAS: dict[str, Any] = {
             "price": {**_PRICE, "type": ["string", "null"]},
             "currency": _NULLABLE_STRING,
             "recording_url": _NULLABLE_STRING,
+            "rejection_reason": {
+                **_NULLABLE_STRING,
+                "description": "Why a rejected participant was not dialed, or was refused.",
+            },
         },
     },
     "Conference": {
@@ -375,6 +403,56 @@ _CONFERENCE_PATHS: dict[str, Any] = {
                 "429": _RATE_LIMITED,
                 "503": _UNAVAILABLE,
             },
+        },
+    },
+}
+
+_CONFERENCE_PATHS["/v1/conferences/{conference_id}/participants"] = {
+    "post": {
+        "operationId": "addParticipant",
+        "summary": "Dial one more participant into a running conference",
+        "description": "Answers 202 once the request is durable, with the position reserved "
+        "for the number; the participant then shows in the conference as pending, dialing, "
+        "dialed or rejected (a late refusal by the provider, with its reason). The same key "
+        "and body again replay the first answer and dial nobody. Keys are the caller's, "
+        "apart from the keys of creates.",
+        "parameters": [
+            _CONFERENCE_ID,
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^[\x20-\x7e]{1,255}$"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("Participant")}},
+        },
+        "responses": {
+            "202": {
+                **_json("Accepted: the add is durable.", _ref("ParticipantAdded")),
+                "headers": {
+                    "Location": {"required": True, "schema": {"type": "string"}},
+                    "Idempotent-Replayed": {"schema": {"const": "true"}},
+                },
+            },
+            "400": _problem("Malformed JSON, or a missing or malformed Idempotency-Key."),
+            "401": _UNAUTHORIZED,
+            "404": _NOT_FOUND,
+            "408": _problem("The body did not arrive within API_BODY_TIMEOUT_SECONDS."),
+            "409": _problem(
+                "The conference takes no one now: final, being canceled, past its maximum "
+                "duration, its provider room ended, or still being accepted (retry shortly)."
+            ),
+            "413": _problem("Body over 64 KiB."),
+            "415": _problem("Not application/json."),
+            "422": _problem(
+                "Invalid fields (see errors), the number already in the conference, 10 "
+                "participants already, or the key reused with another body."
+            ),
+            "429": _RATE_LIMITED,
+            "503": _problem("A dependency is down; retry with the same key.", retry_after=True),
         },
     },
 }

@@ -15,6 +15,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     408: "Request timeout",
+    409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
