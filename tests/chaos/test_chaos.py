@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.failpoints import STARTING
+from service.failpoints import ADDED, STARTING
 from tests.chaos.invariants import check_invariants
 from tests.e2e.conftest import ROOT, Base, Lane, ServiceProcess, open_lane
 from tests.e2e.helpers import create_conferences
@@ -84,6 +84,75 @@ async def test_hard_kill_at_every_failpoint(lane: Lane) -> None:
                 assert code == 137, f"{failpoint}: exit {code}\n{worker.log()[-2000:]}"
     lane.start_worker()
     await check_invariants(lane, accepted, f"failpoints x{REPEAT}")
+
+
+# Long calls for the add scenario (simulated seconds, 30 a second): the conferences are still
+# running when their adds arrive, several worker restarts later.
+LONG_CALLS = {
+    "rules": [
+        {"match": "1$", "status": "atendida", "ring_seconds": 3, "talk_seconds": 1500},
+        {"match": "7$", "status": "atendida", "ring_seconds": 3, "talk_seconds": 60},
+    ]
+}
+
+
+async def _talking(api: httpx.AsyncClient, conference_ids: list[str]) -> bool:
+    for conference_id in conference_ids:
+        view = (await api.get(f"/v1/conferences/{conference_id}")).json()
+        if view["status"] != "in_progress":
+            return False
+    return True
+
+
+async def test_hard_kill_at_every_failpoint_of_an_add(lane: Lane) -> None:
+    """For each step of the add path, three times with `make chaos`: conferences running under
+    a healthy worker, that worker stopped, an add posted to each, then a worker that dies at the
+    step. The usual invariants after, and every added number dialed once and billed."""
+    accepted: list[str] = []
+    added: dict[str, str] = {}
+    async with lane.api() as api, lane.simulator() as sim:
+        assert (await sim.put("/_simulator/scenario", json=LONG_CALLS)).status_code == 200
+        for failpoint in sorted(ADDED):
+            for _ in range(REPEAT):
+                healthy = lane.start_worker()
+                n = next(_serial)
+                bodies = [{"participants": [{"number": f"4899{n:05d}{i}1"}]} for i in range(2)]
+                running = await create_conferences(api, bodies)
+                await eventually(
+                    lambda running=running: _talking(api, running), 60, "the conferences to run"
+                )
+                assert healthy.stop() == 0
+                for i, conference_id in enumerate(running):
+                    joining = f"+55119{n:05d}{i}07"
+                    answer = await api.post(
+                        f"/v1/conferences/{conference_id}/participants",
+                        headers={"Idempotency-Key": f"{failpoint}-{n}-{i}"},
+                        json={"number": joining},
+                    )
+                    assert answer.status_code == 202, answer.text
+                    added[joining] = conference_id
+                accepted += running
+                worker = lane.start_worker(FAILPOINTS=failpoint)
+                code = await exited(worker.process, 60)
+                assert code == 137, f"{failpoint}: exit {code}\n{worker.log()[-2000:]}"
+    lane.start_worker()
+    figures = await check_invariants(lane, accepted, f"add-participant failpoints x{REPEAT}")
+    async with lane.simulator() as sim:
+        provider = (await sim.get("/_simulator/ledger")).json()
+    dialed = {d["number"]: d["count"] for d in provider["dials"] if d["number"] in added}
+    assert dialed == dict.fromkeys(added, 1), dialed
+    db = await lane.connect()
+    try:
+        billed = await db.fetch(
+            "SELECT number FROM billing_conference_call WHERE number = ANY($1)", list(added)
+        )
+    finally:
+        await db.close()
+    assert sorted(r["number"] for r in billed) == sorted(added)
+    print(
+        f"chaos[add-participant failpoints x{REPEAT}] {len(added)} participants added "
+        f"to {figures['accepted']} running conferences: each dialed once and billed"
+    )
 
 
 async def _placed_dials(sim: httpx.AsyncClient) -> int:
