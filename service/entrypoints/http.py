@@ -262,15 +262,7 @@ class _Api:
     ) -> AdditionRecord:
         """The add's dial charged to the caller, then its position reserved; refunded when it
         is refused or turns out to be a replay."""
-        wait = self.admission.reserve_participants(caller, 1)
-        if wait:
-            raise Problem(
-                429,
-                f"over {self.deps.limits.participants_per_minute} participants a minute "
-                "for this caller",
-                kind="participant-rate-limited",
-                retry_after=wait,
-            )
+        self._charge(caller, 1)
         try:
             record = await self.deps.ingress.reserve_participant(
                 caller, key, fingerprint, command, self.deps.default_max_duration_seconds
@@ -292,6 +284,18 @@ class _Api:
         if record.command["command_id"] != str(command.command_id):
             self.admission.release_participants(caller, 1)
         return record
+
+    def _charge(self, caller: str, dials: int) -> None:
+        """Charge `dials` against the caller's participants a minute, or answer 429."""
+        wait = self.admission.reserve_participants(caller, dials)
+        if wait:
+            raise Problem(
+                429,
+                f"over {self.deps.limits.participants_per_minute} participants a minute "
+                "for this caller",
+                kind="participant-rate-limited",
+                retry_after=wait,
+            )
 
     async def _publish(self, conference_id: uuid.UUID, command: dict[str, Any]) -> None:
         """The command as stored, on Kafka. A replay publishes it again: the first attempt may
@@ -321,15 +325,7 @@ class _Api:
         request stores nothing; refunded when it turns out to be a replay after all (the same
         key arriving at the same moment, here or at another pod)."""
         charged = len(command.payload.participants)
-        wait = self.admission.reserve_participants(caller, charged)
-        if wait:
-            raise Problem(
-                429,
-                f"over {self.deps.limits.participants_per_minute} participants a minute "
-                "for this caller",
-                kind="participant-rate-limited",
-                retry_after=wait,
-            )
+        self._charge(caller, charged)
         try:
             record = await self.deps.ingress.remember(caller, key, fingerprint, command)
         except Exception as error:
