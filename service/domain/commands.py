@@ -106,16 +106,15 @@ class CreateConference(_Strict):
         return metadata
 
 
-class ConferenceCommand(_Strict):
-    """The value on `conference.commands.v1`. Other services may produce it directly."""
+class _Command(_Strict):
+    """What every command on the topic carries besides its `type` and `payload`."""
 
-    type: Literal["conference.create"]
+    type: str
     command_id: UUID
     conference_id: UUID
     caller: StorableText = Field(min_length=1, max_length=100)
     idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
     requested_at: datetime
-    payload: CreateConference
 
     @functools.cached_property
     def wire(self) -> dict[str, Any]:
@@ -123,23 +122,21 @@ class ConferenceCommand(_Strict):
         return self.model_dump(mode="json")
 
 
-class AddParticipantCommand(_Strict):
+class ConferenceCommand(_Command):
+    """The value on `conference.commands.v1`. Other services may produce it directly."""
+
+    type: Literal["conference.create"]
+    payload: CreateConference
+
+
+class AddParticipantCommand(_Command):
     """One participant for a conference that is already running: the body of
     `POST /v1/conferences/{id}/participants` as its `payload`. Dialed with the same protocol as
     the participants of a create; its position is the next one free when it is accepted (or
     the one the api reserved for it and answered with)."""
 
     type: Literal["participant.add"]
-    command_id: UUID
-    conference_id: UUID
-    caller: StorableText = Field(min_length=1, max_length=100)
-    idempotency_key: str = Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")
-    requested_at: datetime
     payload: ParticipantRequest
-
-    @functools.cached_property
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 Command: TypeAlias = ConferenceCommand | AddParticipantCommand

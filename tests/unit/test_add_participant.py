@@ -206,7 +206,6 @@ async def test_what_a_conference_cannot_take_is_refused_and_nothing_is_stored(
     reason: AdditionRefused,
 ) -> None:
     conference_id = await running(deps, store, clock)
-    conference = store.conference(conference_id)
     if setup == "final":
         provider.finish_all()
         clock.advance(5)
@@ -233,7 +232,6 @@ async def test_what_a_conference_cannot_take_is_refused_and_nothing_is_stored(
     assert refused.value.reason is reason
     assert len(store.conference(conference_id).participants) == before
     assert len(store.rows[conference_id].events) == events
-    del conference
 
 
 async def test_an_add_produced_to_kafka_for_a_final_conference_is_dead_lettered() -> None:
