@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from service import tracing
 from service.adapters.kafka import (
     KafkaCommandPublisher,
     KafkaDeadLetters,
@@ -70,6 +71,13 @@ async def _patiently(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, 5.0)
 
 
+def _trace(stack: AsyncExitStack, role: str) -> None:
+    """Tracing for this process, before anything it traces is opened; its last spans are
+    flushed after everything is closed."""
+    if tracing.configure(role):
+        stack.callback(tracing.shutdown)
+
+
 @asynccontextmanager
 async def _store(stack: AsyncExitStack, kafka: KafkaSettings) -> AsyncIterator[PostgresStore]:
     database = load(DatabaseSettings)
@@ -90,6 +98,7 @@ async def api_deps() -> AsyncIterator[ApiDeps]:
     api = load(ApiSettings)
     kafka = load(KafkaSettings)
     async with AsyncExitStack() as stack:
+        _trace(stack, "api")
         store = await stack.enter_async_context(_store(stack, kafka))
         producer = RenewableProducer(lambda: new_producer(kafka, client_id="conference-api"))
         await _patiently("kafka", producer.start)
@@ -126,6 +135,7 @@ async def reconcile_deps() -> AsyncIterator[ReconcileDeps]:
     kafka_events_topic = load(EventsTopicSettings).kafka_events_topic
     provider_settings = load(ProviderSettings)
     async with AsyncExitStack() as stack:
+        _trace(stack, "reconcile")
         database = load(DatabaseSettings)
         pool = await _patiently(
             "postgres", lambda: open_pool(database.database_url.get_secret_value(), 1, 2)
@@ -159,6 +169,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
     # Only the names: the consumer accepts commands for the api's callers and no others.
     callers = load(CallerSettings).callers() if "dial" in roles else frozenset()
     async with AsyncExitStack() as stack:
+        _trace(stack, "worker")
         store = await stack.enter_async_context(_store(stack, kafka))
         provider = _provider_client(provider_settings)
         stack.push_async_callback(provider.aclose)
@@ -183,6 +194,7 @@ async def worker_parts(roles: set[str]) -> AsyncIterator[WorkerParts]:
                 callers=callers,
                 on_accepted=dial_wakeup.set,
                 default_max_duration=worker.default_max_duration_seconds,
+                group=kafka.kafka_consumer_group,
             )
         deps = WorkerDeps(
             store=store,

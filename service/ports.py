@@ -205,6 +205,8 @@ class OutboxMessage:
     topic: str
     key: str
     value: bytes
+    # The W3C traceparent of the conference's command: its publish is linked to that trace.
+    trace_parent: str | None = None
 
 
 class CommandRefusedByStore(Exception):

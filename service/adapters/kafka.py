@@ -13,6 +13,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from service import tracing
+from service.domain.cloudevents import command_headers, event_headers
 from service.logging import get_logger
 from service.ports import OutboxMessage
 from service.settings import KafkaSettings
@@ -138,10 +140,13 @@ class KafkaCommandPublisher:
         self._timeout = settings.kafka_send_timeout_seconds
 
     async def publish_command(self, conference_id: UUID, command: dict[str, Any]) -> None:
-        async with asyncio.timeout(self._timeout), self._producer.use() as producer:
-            await producer.send_and_wait(
-                self._topic, value=orjson.dumps(command), key=str(conference_id).encode()
-            )
+        key = str(conference_id)
+        with tracing.sending(self._topic, key) as span:
+            headers = command_headers(command) + tracing.trace_headers(span)
+            async with asyncio.timeout(self._timeout), self._producer.use() as producer:
+                await producer.send_and_wait(
+                    self._topic, value=orjson.dumps(command), key=key.encode(), headers=headers
+                )
 
     async def ping(self) -> None:
         async with asyncio.timeout(2), self._producer.use() as producer:
@@ -154,11 +159,22 @@ class KafkaMessagePublisher:
         self._timeout = timeout_seconds
 
     async def publish_many(self, messages: Sequence[OutboxMessage]) -> None:
-        async with asyncio.timeout(self._timeout), self._producer.use() as producer:
-            deliveries = [
-                await producer.send(m.topic, value=m.value, key=m.key.encode()) for m in messages
-            ]
-            await asyncio.gather(*deliveries)
+        """Events with their CloudEvents headers, each sent under a span of its own linked to the
+        trace of its conference's command."""
+        with contextlib.ExitStack() as spans:
+            async with asyncio.timeout(self._timeout), self._producer.use() as producer:
+                deliveries = []
+                for m in messages:
+                    span = spans.enter_context(
+                        tracing.sending(m.topic, m.key, linked_to=m.trace_parent)
+                    )
+                    headers = event_headers(orjson.loads(m.value)) + tracing.trace_headers(span)
+                    deliveries.append(
+                        await producer.send(
+                            m.topic, value=m.value, key=m.key.encode(), headers=headers
+                        )
+                    )
+                await asyncio.gather(*deliveries)
 
 
 class KafkaDeadLetters:

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from service import tracing
 from service.adapters import postgres_additions as additions
 from service.domain.commands import AddParticipantCommand, ConferenceCommand
 from service.domain.conference import Conference, ConferenceStatus, DialState, Participant
@@ -44,6 +45,8 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         decoder=orjson.loads,
         schema="pg_catalog",
     )
+    if tracing.enabled():
+        connection.add_query_logger(tracing.record_query)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -67,7 +70,7 @@ _CONFERENCE_COLUMNS = """
     c.id, c.command_id, c.caller, c.idempotency_key, c.status, c.reference, c.metadata,
     c.max_duration_seconds, c.accepted_at, c.provider_conference_id, c.poll_count, c.claim_token,
     c.provider_ended_at, c.cancel_requested_at, c.finalized_at, c.failure_reason,
-    c.participant_count
+    c.participant_count, c.trace_parent
 """
 
 # An upsert: reconciliation adds the billed calls the provider reported and we did not know.
@@ -164,6 +167,7 @@ def _conference(row: asyncpg.Record, participants: list[Participant]) -> Confere
         participants=participants,
         due_at=row.get("due_at"),
         participant_count=row["participant_count"],
+        trace_parent=row["trace_parent"],
     )
 
 
@@ -540,8 +544,8 @@ class PostgresStore:
                 INSERT INTO conference AS c (
                     id, command_id, caller, idempotency_key, status, reference, metadata,
                     max_duration_seconds, requested_at, next_action_at, last_sequence,
-                    cancel_requested_at, participant_count)
-                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9, $10)
+                    cancel_requested_at, participant_count, trace_parent)
+                VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, now(), 1, $9, $10, $11)
                 ON CONFLICT DO NOTHING
                 RETURNING {_CONFERENCE_COLUMNS}
                 """,  # noqa: S608 (a constant column list, no input)
@@ -555,6 +559,8 @@ class PostgresStore:
                 command.requested_at,
                 cancel_requested_at,
                 len(payload.participants),
+                # The consumer's span around this accept: later steps link to its trace.
+                tracing.current_traceparent(),
             )
             if row is None:
                 # Another command took an id between the check and the insert; raising rolls
@@ -731,8 +737,8 @@ class PostgresStore:
     ) -> None:
         await connection.executemany(
             """
-            INSERT INTO outbox (event_id, conference_id, sequence, topic, key, value)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO outbox (event_id, conference_id, sequence, topic, key, value, trace_parent)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
             """,
             [
                 (
@@ -742,6 +748,7 @@ class PostgresStore:
                     self._events_topic,
                     str(conference.id),
                     envelope(conference, e, first_sequence + i),
+                    conference.trace_parent,
                 )
                 for i, e in enumerate(events)
             ],
@@ -1007,14 +1014,20 @@ class PostgresStore:
                 UPDATE outbox o SET leased_until = now() + make_interval(secs => $2)
                   FROM batch
                  WHERE o.id = batch.id
-                RETURNING o.id, o.topic, o.key, o.value::text AS value
+                RETURNING o.id, o.topic, o.key, o.value::text AS value, o.trace_parent
                 """,
                 limit,
                 _OUTBOX_LEASE_SECONDS,
             )
         messages = sorted(
             (
-                OutboxMessage(id=r["id"], topic=r["topic"], key=r["key"], value=r["value"].encode())
+                OutboxMessage(
+                    id=r["id"],
+                    topic=r["topic"],
+                    key=r["key"],
+                    value=r["value"].encode(),
+                    trace_parent=r["trace_parent"],
+                )
                 for r in rows
             ),
             key=lambda m: m.id,

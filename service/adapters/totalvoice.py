@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from service import failpoints, metrics
+from service import failpoints, metrics, tracing
 from service.adapters.provider_budget import PacedBudget, wait_until
 from service.domain.conference import CallReport, ConferenceReport
 from service.domain.numbers import from_provider
@@ -289,9 +289,12 @@ class TotalVoiceClient:
             await wait_until(at)
         started = time.monotonic()
         outcome = "transport_error"
+        template = endpoint.split(" ", 1)[1]
         try:
-            async with self._http().request(method, self._base_url + path, **kwargs) as response:
-                status, content = response.status, await response.read()
+            with tracing.provider_request(method, template, self._base_url) as span:
+                async with self._http().request(method, self._base_url + path, **kwargs) as answer:
+                    status, content = answer.status, await answer.read()
+                tracing.answered(span, status, error_from=400)
             try:
                 data = unwrap(status, content)
             except ProviderError as error:

@@ -177,6 +177,9 @@ class Conference:
     # has not accepted yet (known once claimed): while more are taken than are here, one is on
     # its way, and the conference must not end.
     participant_count: int | None = None
+    # The W3C traceparent of the command that asked for it (None when tracing is off): each
+    # later step, and the publish of each event, is linked to that trace.
+    trace_parent: str | None = None
 
     @property
     def expects_participants(self) -> bool:

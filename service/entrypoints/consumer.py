@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from service import failpoints, metrics
+from service import failpoints, metrics, tracing
 from service.domain.commands import AddParticipantCommand, Command, field_errors, parse_command
 from service.handlers import accept_command, accept_participant_command
 from service.logging import get_logger
@@ -68,6 +68,7 @@ class CommandConsumer:
         lag_interval: float = LAG_INTERVAL_SECONDS,
         on_accepted: Callable[[], None] = lambda: None,
         default_max_duration: int = 4 * 3600,
+        group: str = "",
     ) -> None:
         self._consumer = consumer
         self._dead_letters = dead_letters
@@ -83,6 +84,7 @@ class CommandConsumer:
         self._default_max_duration = default_max_duration
         self._lag_series: set[TopicPartition] = set()
         self._accepting = asyncio.Semaphore(_CONCURRENT_ACCEPTS)
+        self._group = group
 
     async def run(self, stop: asyncio.Event) -> None:
         lag = asyncio.create_task(self._report_lag(stop))
@@ -141,7 +143,11 @@ class CommandConsumer:
 
     async def _handle_in_turn(self, record: ConsumerRecord) -> None:
         async with self._accepting:
-            await self._handle(record)
+            key = record.key.decode(errors="replace") if record.key else ""
+            # A child of the api's producer span: the trace goes on from the caller's request,
+            # and the conference keeps this span's context for its later steps.
+            with tracing.processing(record.topic, key, record.headers, self._group):
+                await self._handle(record)
 
     async def _handle(self, record: ConsumerRecord) -> None:
         try:
@@ -195,7 +201,9 @@ class CommandConsumer:
         return await accept_command(self._store, command, self._clock())
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
+        # The message's own headers (CloudEvents, traceparent) go with it.
         headers = [
+            *(record.headers or ()),
             ("dlq.reason", reason.encode()),
             ("dlq.detail", detail[:1000].encode()),
             ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),

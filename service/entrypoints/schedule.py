@@ -9,6 +9,7 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from service import tracing
 from service.domain.conference import Conference, ConferenceStatus
 from service.handlers import WorkerDeps, advance_dialing, poll_conference
 from service.logging import get_logger
@@ -139,7 +140,10 @@ async def _until_one_finishes(
 
 async def _step_safely(name: str, deps: WorkerDeps, step: Step, conference: Conference) -> None:
     try:
-        await step(deps, conference)
+        # Its provider requests and queries are the span's children; the span is linked to the
+        # trace of the conference's command.
+        with tracing.step(f"{name} step", str(conference.id), conference.trace_parent):
+            await step(deps, conference)
     except Exception:
         # The lease expires and another pass retries: one bad conference never stops the loop.
         log.exception("schedule_step_failed", loop=name, conference_id=str(conference.id))
