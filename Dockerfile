@@ -19,6 +19,8 @@ WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 COPY service ./service
 COPY migrations ./migrations
+# The topics' JSON Schemas: the api serves them (/schemas/*, /asyncapi.json).
+COPY schemas ./schemas
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001
 EXPOSE 8080

@@ -105,7 +105,7 @@ unit: deps ## the fast tier only (no stack)
 	$(BIN)/pytest -q tests/unit tests/simulator
 
 .PHONY: lint
-lint: deps lint-deploy audit ## format check, lint, types, import contracts, manifests, dependency audit
+lint: deps lint-deploy lint-asyncapi audit ## format check, lint, types, import contracts, manifests, AsyncAPI, dependency audit
 	$(BIN)/ruff format --check service tests migrations
 	$(BIN)/ruff check service tests migrations
 	$(BIN)/mypy service
@@ -117,6 +117,10 @@ audit: deps ## audit the locked dependencies for known vulnerabilities (PyPI's a
 	$(UV) export --frozen --no-emit-project --no-hashes --format requirements-txt --quiet > "$$tmp/all.txt" && \
 	$(UV) export --frozen --no-emit-project --no-hashes --no-dev --format requirements-txt --quiet > "$$tmp/runtime.txt" && \
 	$(BIN)/python deploy/audit_dependencies.py "$$tmp/all.txt" --runtime "$$tmp/runtime.txt"
+
+.PHONY: lint-asyncapi
+lint-asyncapi: deps ## validate the AsyncAPI document (/asyncapi.json) against the vendored 3.0.0 schema, offline
+	$(BIN)/python deploy/lint_asyncapi.py
 
 .PHONY: lint-deploy
 lint-deploy: deps ## render the k8s overlays, validate them offline, hadolint the Dockerfile

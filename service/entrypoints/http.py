@@ -36,6 +36,7 @@ from service.domain.commands import (
     field_errors,
 )
 from service.domain.conference import AdditionRefused, ConferenceStatus
+from service.entrypoints.asyncapi import SCHEMA_MEDIA_TYPE, asyncapi_document, schema_file
 from service.entrypoints.limits import ApiLimits, CallerAdmission, ConcurrencyLimit
 from service.entrypoints.openapi import OPENAPI
 from service.entrypoints.problems import Problem
@@ -121,6 +122,8 @@ def create_app(deps: ApiDeps) -> Starlette:
         Route("/readyz", api.readyz, methods=["GET"], name="readyz"),
         Route("/metrics", api.metrics, methods=["GET"], name="metrics"),
         Route("/openapi.json", api.openapi, methods=["GET"], name="openapi"),
+        Route("/asyncapi.json", api.asyncapi, methods=["GET"], name="asyncapi"),
+        Route("/schemas/{name}", api.topic_schema, methods=["GET"], name="topic_schema"),
     ]
     app = Starlette(
         routes=routes,
@@ -439,6 +442,16 @@ class _Api:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(OPENAPI)
+
+    async def asyncapi(self, request: Request) -> Response:
+        return JSONResponse(asyncapi_document())
+
+    async def topic_schema(self, request: Request) -> Response:
+        """One of the topics' JSON Schemas, the file as it is; any other name is not found."""
+        content = schema_file(request.path_params["name"])
+        if content is None:
+            raise Problem(404, _NO_SUCH_ROUTE)
+        return Response(content, media_type=SCHEMA_MEDIA_TYPE)
 
     def _caller(self, request: Request) -> str:
         """The authenticated caller, once its request budget admits this request."""

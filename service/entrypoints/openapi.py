@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.domain.cloudevents import COMMANDS_SCHEMA, EVENTS_SCHEMA
+
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _RETRY_AFTER = {
     "Retry-After": {
@@ -524,6 +526,37 @@ _OTHER_PATHS: dict[str, Any] = {
             "summary": "This document",
             "security": [],
             "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
+        }
+    },
+    "/asyncapi.json": {
+        "get": {
+            "operationId": "asyncapi",
+            "summary": "The AsyncAPI 3.0 description of the Kafka topics",
+            "security": [],
+            "responses": {"200": _json("AsyncAPI 3.0.0.", {"type": "object"})},
+        }
+    },
+    "/schemas/{name}": {
+        "get": {
+            "operationId": "topicSchema",
+            "summary": "The JSON Schema of a topic's values, the file as it is",
+            "description": "The schemas the CloudEvents header ce_dataschema names.",
+            "security": [],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": [COMMANDS_SCHEMA, EVENTS_SCHEMA]},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "JSON Schema 2020-12.",
+                    "content": {"application/schema+json": {"schema": {"type": "object"}}},
+                },
+                "404": _problem("Any other name: the same answer as any unknown path."),
+            },
         }
     },
 }

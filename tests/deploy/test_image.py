@@ -208,8 +208,15 @@ async def test_api_worker_and_simulator_start_and_report_ready(deployment: Deplo
     )
     metrics = f"http://127.0.0.1:{deployment.env['METRICS_PORT']}/metrics"
     await eventually(lambda: _answers(metrics), 90, "the worker's /metrics")
+    # The topic descriptions are read from files the image must carry (schemas/).
+    async with httpx.AsyncClient(base_url=deployment.api_url, timeout=5) as api:
+        asyncapi = await api.get("/asyncapi.json")
+        schema = await api.get("/schemas/conference.events.v1.json")
+    assert asyncapi.status_code == 200 and asyncapi.json()["asyncapi"] == "3.0.0"
+    assert schema.status_code == 200 and schema.json()["$id"] == "conference.events.v1.json"
     deployment.checked.append(
-        "api /readyz 200, worker /metrics 200, simulator up: 3 containers from one image"
+        "api /readyz 200, /asyncapi.json and /schemas/* 200, worker /metrics 200,"
+        " simulator up: 3 containers from one image"
     )
 
 
