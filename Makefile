@@ -68,6 +68,7 @@ run: migrate ## install, start the stack, migrate, and run simulator + api + wor
 	@echo "      -H \"Idempotency-Key: demo-\$$(date +%s)\" \\"
 	@echo "      -d '{\"participants\":[{\"number\":\"4832830151\"},{\"number\":\"+5548999990000\"}],\"reference\":\"demo\"}'"
 	@echo "  Then: curl -s -H 'Authorization: Bearer demo-token' http://127.0.0.1:$(API_PORT)/v1/conferences/<id>"
+	@echo "  Watch the events: KAFKA_BOOTSTRAP_SERVERS=$(KAFKA_BOOTSTRAP_SERVERS) $(BIN)/python -m service events --follow"
 	@echo ""
 	$(BIN)/python -m service dev
 

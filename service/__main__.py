@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +58,25 @@ def _parser() -> argparse.ArgumentParser:
         "--previous-day", action="store_true", help="yesterday, Brasilia time (for the CronJob)"
     )
     reconcile.add_argument("--to", dest="end", help="end of the period (exclusive)")
+    events = commands.add_parser(
+        "events",
+        help="print the events on Kafka (or the dead letters), one line each, for a person",
+        description="Reads every partition of KAFKA_EVENTS_TOPIC from the beginning, without a "
+        "consumer group and committing nothing (nobody's offsets move), and prints one line per "
+        "event: time, type, conference, sequence, a summary. Exit code: 0 done (the end offsets "
+        "as they were at start, or SIGINT/SIGTERM with --follow), 2 Kafka unreachable.",
+    )
+    events.add_argument(
+        "--follow", action="store_true", help="keep printing new messages until interrupted"
+    )
+    events.add_argument(
+        "--conference", type=uuid.UUID, metavar="ID", help="only this conference's messages"
+    )
+    events.add_argument(
+        "--dlq",
+        action="store_true",
+        help="read KAFKA_DLQ_TOPIC instead: each dead letter's reason, detail, source, key, value",
+    )
     commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     commands.add_parser(
         "simulator",
@@ -89,6 +109,10 @@ def main(argv: list[str]) -> int:
                 print(f"FAILPOINTS: {error}", file=sys.stderr)
                 return 2
             return _run(_run_worker(roles))
+        if args.command == "events":
+            # The lines are the output: logs (aiokafka's) go to stderr, beside our errors.
+            configure_logging(logs.log_level, logs.log_format, stream=sys.stderr)
+            return _run(_events(args))
         if args.command == "migrate":
             return _migrate()
         if args.command == "reconcile":
@@ -125,6 +149,7 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
 async def _serve_api(host: str, port: int) -> int:
     import uvicorn
 
+    from service import tracing
     from service.bootstrap import api_deps
     from service.entrypoints.http import create_app
     from service.entrypoints.http_server import HttpBounds, bounded_protocol
@@ -150,7 +175,7 @@ async def _serve_api(host: str, port: int) -> int:
     async with api_deps() as deps:
         server = DrainingServer(
             uvicorn.Config(
-                create_app(deps),
+                tracing.traced(create_app(deps)),
                 host=host,
                 port=port,
                 log_config=None,
@@ -273,6 +298,23 @@ async def _reconcile(args: argparse.Namespace) -> int:
     print(result.report())
     print(orjson.dumps(result.summary(), option=orjson.OPT_SORT_KEYS).decode())
     return 1 if result.discrepancies else 0
+
+
+async def _events(args: argparse.Namespace) -> int:
+    from service.entrypoints.watch import BrokerUnavailable, WatchOptions, watch
+    from service.settings import KafkaSettings
+
+    conference = str(args.conference) if args.conference else None
+    options = WatchOptions(follow=args.follow, conference=conference, dlq=args.dlq)
+    try:
+        return await watch(load(KafkaSettings), options, sys.stdout)
+    except BrokenPipeError:
+        # The reader left (`| head`): done. Later flushes go nowhere instead of failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except BrokerUnavailable as error:
+        print(f"events: {error}"[:500], file=sys.stderr)
+        return 2
 
 
 def _moment(text: str | None) -> datetime:
