@@ -57,7 +57,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     root.setLevel(level)
     # uvicorn's access log duplicates our own one-line-per-request summary.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("aiokafka", "kafka", "alembic", "aiohttp", "httpx"):
+    for noisy in ("aiokafka", "kafka", "alembic", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []

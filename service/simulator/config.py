@@ -3,9 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from service.simulator.scenario import Scenario
+from service.simulator.webhooks import WebhookSend
 
 
 @dataclass(frozen=True)
@@ -25,5 +24,6 @@ class SimulatorConfig:
     # Added to every id: simulators that share one service database must not reuse ids, as
     # one real provider account never does.
     id_offset: int = 0
-    # Where webhooks go; tests pass an httpx.MockTransport to receive them in-process.
-    webhook_transport: httpx.AsyncBaseTransport | None = None
+    # How webhooks are posted; None posts them over HTTP, tests pass an async function to
+    # receive them in-process.
+    webhook_send: WebhookSend | None = None

@@ -51,9 +51,7 @@ class Simulation:
         self.ledger = Ledger(config.recording_base_url, config.id_offset)
         self.journal = RequestJournal()
         self.webhooks = WebhookRegistry()
-        self.poster = WebhookPoster(
-            random.Random(f"{self.seed}:webhooks"), config.webhook_transport
-        )
+        self.poster = WebhookPoster(random.Random(f"{self.seed}:webhooks"), config.webhook_send)
         self.watch = CallWatch(self.clock, self._announce)
 
     def use_scenario(self, scenario: Scenario) -> Scenario:

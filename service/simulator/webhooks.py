@@ -6,12 +6,12 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from service.simulator.clock import SAO_PAULO
@@ -20,6 +20,36 @@ from service.simulator.scenario import WebhookBehaviour
 logger = logging.getLogger(__name__)
 
 _POST_TIMEOUT_SECONDS = 5.0
+
+# How a delivery leaves: POST the JSON body to the url, answer the reply's HTTP status, raise if
+# no reply came. Tests pass an async function to receive webhooks in-process.
+WebhookSend = Callable[[str, bytes], Awaitable[int]]
+
+
+class AiohttpSend:
+    """The WebhookSend used outside tests: one aiohttp session, kept alive across deliveries."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, url: str, body: bytes) -> int:
+        # Made on first use, inside the running loop, as aiohttp requires.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=_POST_TIMEOUT_SECONDS),
+                headers={"Content-Type": "application/json"},
+                # No trust_env: webhooks go straight to the url registered, and it would read
+                # ~/.netrc and the proxy variables on every post (as the provider client notes).
+            )
+        async with self._session.post(url, data=body) as response:
+            # Read to the end so the connection goes back to the pool rather than being closed.
+            await response.read()
+            return response.status
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class WebhookRegistry:
@@ -57,12 +87,15 @@ class WebhookPoster:
     def __init__(
         self,
         draw: random.Random,
-        transport: httpx.AsyncBaseTransport | None = None,
+        send: WebhookSend | None = None,
         keep_latest: int = 10_000,
     ) -> None:
         self._draw = draw
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        # Closed in aclose only when made here: a send passed in belongs to whoever passed it.
+        self._own_send: AiohttpSend | None = None
+        if send is None:
+            send = self._own_send = AiohttpSend()
+        self._http_post = send
         self._in_order: asyncio.Queue[_Pending] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.deliveries: deque[Delivery] = deque(maxlen=keep_latest)
@@ -92,9 +125,8 @@ class WebhookPoster:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._in_order = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._own_send is not None:
+            await self._own_send.aclose()
 
     def _queue(self) -> asyncio.Queue[_Pending]:
         if self._in_order is None:
@@ -120,21 +152,16 @@ class WebhookPoster:
         await self._send(webhook, url, payload)
 
     async def _send(self, webhook: str, url: str, payload: dict[str, Any]) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=self._transport, timeout=_POST_TIMEOUT_SECONDS
-            )
+        status: int | None = None
         try:
-            response = await self._client.post(
-                url, content=orjson.dumps(payload), headers={"Content-Type": "application/json"}
-            )
+            status = await self._http_post(url, orjson.dumps(payload))
         except Exception as error:  # a receiver must never stop us
             logger.warning(
                 "webhook_delivery_failed webhook=%s url=%s error=%r", webhook, url, error
             )
-            outcome, status = f"failed: {error!r}", None
+            outcome = f"failed: {error!r}"
         else:
-            outcome, status = "delivered", response.status_code
+            outcome = "delivered"
         self.deliveries.append(
             Delivery(webhook, url, payload, datetime.now(SAO_PAULO), outcome, status)
         )

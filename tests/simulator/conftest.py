@@ -113,20 +113,22 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
         *,
         time_scale: float = 1000.0,
         seed: int = 7,
-        webhook_reply: Callable[[httpx.Request], httpx.Response] | None = None,
+        webhook_reply: Callable[[], int] | None = None,
     ) -> Simulator:
         posts: list[dict[str, Any]] = []
 
-        def receive_webhook(request: httpx.Request) -> httpx.Response:
-            posts.append({"url": str(request.url), "json": orjson.loads(request.content)})
-            return httpx.Response(204) if webhook_reply is None else webhook_reply(request)
+        # The simulator's WebhookSend: records each post, answers 204 or what `webhook_reply`
+        # returns (or raises, as a receiver that cannot be reached would).
+        async def receive_webhook(url: str, body: bytes) -> int:
+            posts.append({"url": url, "json": orjson.loads(body)})
+            return 204 if webhook_reply is None else webhook_reply()
 
         config = SimulatorConfig(
             tokens=(TOKEN,),
             time_scale=time_scale,
             seed=seed,
             scenario=Scenario.model_validate(scenario or {}),
-            webhook_transport=httpx.MockTransport(receive_webhook),
+            webhook_send=receive_webhook,
         )
         app = create_app(config)
         client = httpx.AsyncClient(

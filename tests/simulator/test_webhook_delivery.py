@@ -2,7 +2,9 @@
 
 from typing import Any
 
-import httpx
+from aiohttp import web
+
+from service.simulator.webhooks import AiohttpSend
 
 from .conftest import Simulator, StartSimulator
 
@@ -168,8 +170,8 @@ async def test_disabled_webhooks_post_nothing(start_simulator: StartSimulator) -
 async def test_failing_receiver_is_recorded_and_changes_nothing(
     start_simulator: StartSimulator,
 ) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+    def refuse() -> int:
+        raise ConnectionRefusedError("connection refused")
 
     simulator = await start_simulator({"messy": False}, webhook_reply=refuse)
     await _register(simulator, "chamada_fim")
@@ -192,7 +194,7 @@ async def test_failing_receiver_is_recorded_and_changes_nothing(
 
 
 async def test_receiver_error_status_is_recorded(start_simulator: StartSimulator) -> None:
-    simulator = await start_simulator(webhook_reply=lambda request: httpx.Response(500))
+    simulator = await start_simulator(webhook_reply=lambda: 500)
     await _register(simulator, "chamada_fim")
     conference_id = await simulator.create_conference()
     await simulator.dial(conference_id, "4832830151")
@@ -203,3 +205,31 @@ async def test_receiver_error_status_is_recorded(start_simulator: StartSimulator
 
     attempted = _attempted(deliveries)[0]
     assert (attempted["outcome"], attempted["response_status"]) == ("delivered", 500)
+
+
+async def test_the_default_send_posts_the_body_as_json_over_http() -> None:
+    """The tests above pass their own WebhookSend; this is the one a real simulator uses."""
+    received: list[tuple[str, str, str, bytes]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((request.method, request.path, request.content_type, await request.read()))
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/v1/webhooks/totalvoice/secret", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/webhooks/totalvoice/secret"
+    send = AiohttpSend()
+    try:
+        statuses = [await send(url, b'{"id":1}'), await send(url, b'{"id":2}')]
+    finally:
+        await send.aclose()
+        await runner.cleanup()
+
+    assert statuses == [202, 202]
+    assert received == [
+        ("POST", "/v1/webhooks/totalvoice/secret", "application/json", b'{"id":1}'),
+        ("POST", "/v1/webhooks/totalvoice/secret", "application/json", b'{"id":2}'),
+    ]
