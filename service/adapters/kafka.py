@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -22,27 +21,10 @@ from service.settings import KafkaSettings
 log = get_logger(__name__)
 
 
-def client_options(settings: KafkaSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context()
-    if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None
-        options |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism,
-            "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
-        }
-    return options
-
-
 def new_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     # Idempotence (which implies acks=all) keeps broker retries from writing a message twice.
     return AIOKafkaProducer(
-        **client_options(settings),
+        **settings.client_options(),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -55,7 +37,7 @@ def new_consumer(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
     # Offsets are committed by hand, after Postgres has committed what the message caused.
     return AIOKafkaConsumer(
         *topics,
-        **client_options(settings),
+        **settings.client_options(),
         group_id=settings.kafka_consumer_group,
         client_id="conference-worker",
         enable_auto_commit=False,

@@ -27,6 +27,7 @@ from service import failpoints, metrics, tracing
 from service.adapters.provider_budget import PacedBudget, wait_until
 from service.domain.conference import CallReport, ConferenceReport
 from service.domain.numbers import from_provider
+from service.domain.provider_ids import parse_id
 from service.logging import get_logger
 from service.ports import (
     DialOutcomeUnknown,
@@ -365,18 +366,6 @@ _REFUSALS: dict[int, type[ProviderError]] = {
 
 
 # --- parsing -------------------------------------------------------------------------------
-
-
-def parse_id(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return str(int(value))
-    if isinstance(value, str) and value.strip().isdigit():
-        return str(int(value.strip()))
-    return None
 
 
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")

@@ -26,7 +26,6 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from service import metrics
-from service.adapters.totalvoice import parse_id
 from service.domain.commands import (
     NUL_REFUSED,
     AddParticipantCommand,
@@ -36,6 +35,7 @@ from service.domain.commands import (
     field_errors,
 )
 from service.domain.conference import AdditionRefused, ConferenceStatus
+from service.domain.provider_ids import parse_id
 from service.entrypoints.asyncapi import SCHEMA_MEDIA_TYPE, asyncapi_document, schema_file
 from service.entrypoints.limits import ApiLimits, CallerAdmission, ConcurrencyLimit
 from service.entrypoints.openapi import OPENAPI

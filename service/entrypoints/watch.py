@@ -22,7 +22,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from service.adapters.kafka import client_options
 from service.settings import KafkaSettings
 
 # Connecting and reading the topic's partitions: past this the broker counts as unreachable.
@@ -78,7 +77,7 @@ async def _open(
     """A group-less consumer with every partition of `topic` assigned, at the beginning, and
     the partitions' end offsets as they are now."""
     consumer = AIOKafkaConsumer(
-        **client_options(settings),
+        **settings.client_options(),
         group_id=None,
         enable_auto_commit=False,
         client_id="conference-events-watch",

@@ -24,7 +24,6 @@ from service.adapters.totalvoice import (
     TotalVoiceClient,
     parse_call,
     parse_conference,
-    parse_id,
     parse_number,
     parse_price,
     parse_seconds,
@@ -33,6 +32,7 @@ from service.adapters.totalvoice import (
     query_time,
     unwrap,
 )
+from service.domain.provider_ids import parse_id
 from service.ports import (
     DialOutcomeUnknown,
     ProviderAuthFailed,
